@@ -1,0 +1,51 @@
+"""`python -m sknet_keras`: the model table, measured from freshly built models."""
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", None, "Registry names to list (default: all).")
+flags.DEFINE_integer("image_size", 224, "Input resolution for the multiply-add count.")
+
+
+def model_table(names, image_size=224):
+    """Rows of (name, trainable params, total params, GMACs, paper top-1 error)."""
+    import keras
+
+    from sknet_keras.applications import build_model
+    from sknet_keras.complexity import count_macs
+    from sknet_keras.registry import get_model_config
+
+    rows = []
+    for name in names:
+        config = get_model_config(name)
+        model = build_model(config, input_shape=(image_size, image_size, 3))
+        trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+        rows.append((config.name, trainable, model.count_params(), count_macs(model) / 1e9,
+                     config.paper_top1_error, config.description))
+        keras.backend.clear_session()
+    return rows
+
+
+def main(argv):
+    from sknet_keras.registry import list_models
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    rows = model_table(FLAGS.models or list_models(), FLAGS.image_size)
+    print(f"{'model':<14}{'trainable':>13}{'total':>13}{'GMACs@' + str(FLAGS.image_size):>11}"
+          f"{'paper top-1 err':>17}  description")
+    for name, trainable, total, gmacs, err, desc in rows:
+        err = f"{err:.2f}" if err is not None else "-"
+        print(f"{name:<14}{trainable:>13,}{total:>13,}{gmacs:>11.3f}{err:>17}  {desc}")
+    sys.stdout.flush()
+
+
+def run():
+    """Console-script entry point (`sknet-keras`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,41 @@
+"""`preprocess_input` and `decode_predictions`, as in keras.applications (no download)."""
+
+import functools
+import json
+from importlib import resources
+
+import numpy as np
+from keras.applications import imagenet_utils as _keras_imagenet_utils
+
+
+def preprocess_input(x, data_format=None):
+    """RGB images in [0, 255] → ImageNet mean/std normalized ("torch" mode).
+
+    The convention of the timm releases the pretrained weights are converted from.
+    """
+    return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode="torch")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_index():
+    """{class id (int): (WordNet id, name)} for the 1000 ImageNet-1k classes."""
+    text = resources.files("sknet_keras.applications").joinpath(
+        "imagenet_class_index.json"
+    ).read_text()
+    return {int(k): tuple(v) for k, v in json.loads(text).items()}
+
+
+def decode_predictions(preds, top=5):
+    """Top-`top` (WordNet id, class name, score) tuples per sample of a (N, 1000) prediction."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError(
+            "`decode_predictions` expects a batch of predictions (i.e. a 2D array of shape "
+            f"(samples, 1000)). Received array with shape: {preds.shape}"
+        )
+    index = imagenet_class_index()
+    results = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        results.append([index[int(i)] + (float(row[i]),) for i in best])
+    return results

@@ -1,0 +1,112 @@
+"""Weight files: a strict, name-based format, and loading with errors that name the problem.
+
+Our format is HDF5 with one dataset per Keras variable path (`conv2_block1_2_sk/
+branch0_conv/kernel`) and a `format` attribute. Loading by name lets a file saved with the
+classifier load into `include_top=False`, and lets us check everything before assigning
+anything: missing, unexpected or wrongly shaped tensors are all listed in one error and the
+model is left untouched. Keras' own `.weights.h5` files load too, through Keras, but its
+loader only *warns* when it skips layers; we turn that into an error and roll back.
+"""
+
+import os
+import warnings
+
+import h5py
+import numpy as np
+
+FORMAT = "sknet_keras.weights.v1"
+HEAD_PREFIXES = ("predictions/",)
+
+
+def save_weights(model, path, **metadata):
+    """Write every variable of `model` by path; atomic (a temp file renamed into place)."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["model"] = model.name
+            for key, value in metadata.items():
+                f.attrs[key] = value
+            for w in model.weights:
+                f.create_dataset(w.path, data=np.asarray(w.numpy()))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def is_sknet_weights_file(path):
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except OSError:
+        return False
+
+
+def read_weights(path):
+    """{variable path: array} and the file's attributes."""
+    tensors = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                tensors[name] = obj[()]
+
+        f.visititems(visit)
+        attrs = dict(f.attrs)
+    return tensors, attrs
+
+
+def assign_checked(model, tensors, source, allow_unused_head=True):
+    """Assign `tensors` (path → array) to `model` after checking names and shapes."""
+    variables = {w.path: w for w in model.weights}
+    missing = sorted(set(variables) - set(tensors))
+    unexpected = sorted(
+        k for k in set(tensors) - set(variables)
+        if not (allow_unused_head and k.startswith(HEAD_PREFIXES)
+                and not any(v.startswith(k.split("/")[0] + "/") for v in variables))
+    )
+    mismatched = sorted(
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(variables[k].shape)}"
+        for k in set(tensors) & set(variables)
+        if tuple(tensors[k].shape) != tuple(variables[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"weights {source!r} do not match model {model.name!r}:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("wrong shape", mismatched)):
+            if items:
+                shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)"
+                                                 if len(items) > 10 else "")
+                lines.append(f"  {title} ({len(items)}): {shown}")
+        raise ValueError("\n".join(lines))
+    for k, w in variables.items():
+        w.assign(np.asarray(tensors[k], dtype=w.dtype))
+
+
+def load_weights(model, path):
+    """Load a weights file into `model`; on any problem raise ValueError, model unchanged."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file not found: {path!r}")
+    if is_sknet_weights_file(path):
+        tensors, _ = read_weights(path)
+        assign_checked(model, tensors, path)
+        return model
+    backup = [w.numpy() for w in model.weights]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(path)
+        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)
+                   or "mismatch" in str(w.message).lower()]
+        if skipped:
+            raise ValueError("; ".join(skipped[:3]))
+    except Exception as e:  # keras raises many types; restore and re-raise with the file's name
+        for w, value in zip(model.weights, backup):
+            w.assign(value)
+        raise ValueError(
+            f"could not load weights file {path!r} into model {model.name!r} "
+            f"(corrupt file, or weights of another model?): {e}"
+        ) from e
+    return model

@@ -1,0 +1,95 @@
+"""Name and layout mapping between timm ResNet-family state_dicts and our models (SPEC §4).
+
+timm names the SK and plain ResNeXt units differently (`conv1.conv`/`conv1.bn` in SK units,
+`conv1`/`bn1` in its plain `Bottleneck`); the mapping follows the model's structure, so one
+function covers SKNet, SK-ResNet, ResNeXt and SE-ResNeXt.
+"""
+
+import numpy as np
+
+from sknet_keras.registry import get_model_config
+
+_BN = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+       ("moving_variance", "running_var"))
+
+
+def conv_kernel(w):
+    """PyTorch (O, I/g, kh, kw) → Keras (kh, kw, I/g, O)."""
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def dense_kernel(w):
+    """PyTorch Linear (O, I) or 1×1 conv (O, I, 1, 1) → Keras Dense (I, O)."""
+    return np.transpose(w.reshape(w.shape[0], w.shape[1]))
+
+
+def _bn(keras_prefix, timm_prefix):
+    return {f"{keras_prefix}/{k}": (f"{timm_prefix}.{t}", None) for k, t in _BN}
+
+
+def _conv(keras_name, timm_key):
+    return {f"{keras_name}/kernel": (timm_key, conv_kernel)}
+
+
+def _conv_bn(keras_prefix, timm_conv, timm_bn):
+    return {**_conv(f"{keras_prefix}_conv", timm_conv), **_bn(f"{keras_prefix}_bn", timm_bn)}
+
+
+def _sk(keras_name, timm_prefix, config):
+    out = {}
+    for m in range(len(config.sk.branches)):
+        out.update(_conv(f"{keras_name}/branch{m}_conv", f"{timm_prefix}.paths.{m}.conv.weight"))
+        out.update(_bn(f"{keras_name}/branch{m}_bn", f"{timm_prefix}.paths.{m}.bn"))
+    if config.sk.attention:
+        out[f"{keras_name}/fuse_conv/kernel"] = (f"{timm_prefix}.attn.fc_reduce.weight",
+                                                  dense_kernel)
+        out.update(_bn(f"{keras_name}/fuse_bn", f"{timm_prefix}.attn.bn"))
+        out[f"{keras_name}/select_conv/kernel"] = (f"{timm_prefix}.attn.fc_select.weight",
+                                                    dense_kernel)
+    return out
+
+
+def _unit(config, prefix, t, has_shortcut):
+    """Mapping of one unit: Keras layer prefix `prefix`, timm module prefix `t`."""
+    out = {}
+    sk = config.attention == "sk"
+    if config.block == "bottleneck":
+        if sk:
+            out.update(_conv_bn(f"{prefix}_1", f"{t}.conv1.conv.weight", f"{t}.conv1.bn"))
+            out.update(_sk(f"{prefix}_2_sk", f"{t}.conv2", config))
+            out.update(_conv_bn(f"{prefix}_3", f"{t}.conv3.conv.weight", f"{t}.conv3.bn"))
+        else:
+            for i in (1, 2, 3):
+                out.update(_conv_bn(f"{prefix}_{i}", f"{t}.conv{i}.weight", f"{t}.bn{i}"))
+    else:
+        if sk:
+            out.update(_sk(f"{prefix}_1_sk", f"{t}.conv1", config))
+            out.update(_conv_bn(f"{prefix}_2", f"{t}.conv2.conv.weight", f"{t}.conv2.bn"))
+        else:
+            for i in (1, 2):
+                out.update(_conv_bn(f"{prefix}_{i}", f"{t}.conv{i}.weight", f"{t}.bn{i}"))
+    if config.attention == "se":
+        for ours, theirs in (("reduce", "fc1"), ("expand", "fc2")):
+            out[f"{prefix}_se/{ours}/kernel"] = (f"{t}.se.{theirs}.weight", dense_kernel)
+            out[f"{prefix}_se/{ours}/bias"] = (f"{t}.se.{theirs}.bias", None)
+    if has_shortcut:
+        out.update(_conv_bn(f"{prefix}_0", f"{t}.downsample.0.weight", f"{t}.downsample.1"))
+    return out
+
+
+def timm_mapping(model_config, include_top=True):
+    """{Keras weight path: (timm key, transform or None)} for a registry model."""
+    config = get_model_config(model_config)
+    out = _conv_bn("conv1", "conv1.weight", "bn1")
+    channels = config.stem_width
+    for s, (depth, out_ch) in enumerate(zip(config.depths, config.out_channels)):
+        for b in range(depth):
+            strides = 2 if (b == 0 and s > 0) else 1
+            has_shortcut = strides != 1 or channels != out_ch
+            out.update(_unit(config, f"conv{s + 2}_block{b + 1}", f"layer{s + 1}.{b}",
+                             has_shortcut))
+            channels = out_ch
+    if include_top:
+        out["predictions/kernel"] = ("fc.weight", dense_kernel)
+        out["predictions/bias"] = ("fc.bias", None)
+    return out

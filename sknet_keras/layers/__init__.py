@@ -1,0 +1,7 @@
+"""Keras layers of sknet_keras: SK convolution, SE block, and the grouped conv they share."""
+
+from sknet_keras.layers.group_conv import GroupConv2D
+from sknet_keras.layers.selective_kernel import SelectiveKernel
+from sknet_keras.layers.squeeze_excite import SqueezeExcite
+
+__all__ = ["GroupConv2D", "SelectiveKernel", "SqueezeExcite"]

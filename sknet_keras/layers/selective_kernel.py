@@ -1,0 +1,236 @@
+"""SelectiveKernel: the SK convolution of Li et al. (CVPR 2019), SPEC §1.
+
+Split: M branches over the same input, branch m = GroupConv2D(k_m, dilation d_m, groups g_m,
+the unit's stride) → BN → ReLU. Fuse: U = Σ U_m → global average pool → z = ReLU(BN(W s)),
+W without bias, d = max(C / r, L). Select: one bias-free d → M·C projection, laid out
+branch-major (channels [0:C] belong to branch 0), softmax over the M branches (in float32
+under mixed precision), V = Σ a_m ⊙ U_m.
+
+With `return_attention=True` the layer returns `[V, a]`, a of shape (N, M, C) in float32:
+the applications build their SK units that way, so the paper's attention analysis reads
+`model.get_layer("conv3_block4_2_sk").output[1]` without rebuilding anything.
+"""
+
+import keras
+from keras import ops
+
+from sknet_keras.layers.group_conv import GroupConv2D
+from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
+from sknet_keras.registry import make_divisible
+
+_register = keras.saving.register_keras_serializable(package="sknet_keras")
+
+
+def normalize_branches(branches, groups):
+    """`M` or a list of (kernel, dilation[, groups]) → tuple of (kernel, dilation, groups)."""
+    if isinstance(branches, int):
+        if branches < 1:
+            raise ValueError(f"branches must be >= 1; got {branches}")
+        return tuple((3, m + 1, groups) for m in range(branches))
+    out = []
+    for spec in branches:
+        spec = tuple(spec)
+        if len(spec) == 2:
+            spec = spec + (None,)
+        if len(spec) != 3:
+            raise ValueError(
+                f"each branch is (kernel_size, dilation[, groups]); got {spec!r}"
+            )
+        k, d, g = spec
+        g = groups if g is None else g
+        if int(k) < 1 or int(d) < 1 or int(g) < 1 or int(k) % 2 == 0:
+            raise ValueError(
+                f"branch {spec!r}: kernel_size must be odd and >= 1, dilation and groups >= 1"
+            )
+        out.append((int(k), int(d), int(g)))
+    if not out:
+        raise ValueError("branches must name at least one branch")
+    return tuple(out)
+
+
+@_register
+class SelectiveKernel(keras.layers.Layer):
+    """SK convolution: split / fuse / select (SPEC §1).
+
+    Args:
+        filters: output channels C.
+        branches: M (branch m is a 3×3 with dilation m+1) or a list of
+            (kernel_size, dilation[, groups]) per branch, e.g. [(3, 1), (5, 1, 64)].
+        groups: cardinality G of branches that do not name their own.
+        reduction, min_attn_channels, attn_divisor: d = max(C / r, L) (divisor > 1 rounds
+            C / r like timm's make_divisible); `attn_channels` sets d directly.
+        strides: the unit's stride, applied on every branch.
+        attention: False gives the plain sum of the branches (the paper's ablation).
+        split_input: each branch sees its own C_in / M slice of the input (timm SK-ResNet).
+        return_attention: return [V, attention (N, M, C) float32] instead of V.
+    """
+
+    def __init__(
+        self,
+        filters,
+        branches=2,
+        groups=32,
+        reduction=16,
+        min_attn_channels=32,
+        attn_divisor=1,
+        attn_channels=None,
+        strides=1,
+        attention=True,
+        split_input=False,
+        return_attention=False,
+        kernel_initializer=None,
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.groups = int(groups)
+        self.branches = normalize_branches(branches, self.groups)
+        self.reduction = int(reduction)
+        self.min_attn_channels = int(min_attn_channels)
+        self.attn_divisor = int(attn_divisor)
+        self.strides = int(strides)
+        self.attention = bool(attention)
+        self.split_input = bool(split_input)
+        self.return_attention = bool(return_attention)
+        if self.filters < 1 or self.reduction < 1 or self.strides < 1:
+            raise ValueError(
+                f"filters, reduction and strides must be positive; got {filters}, "
+                f"{reduction}, {strides}"
+            )
+        if self.return_attention and not self.attention:
+            raise ValueError("return_attention=True needs attention=True (no attention to return)")
+        for k, d, g in self.branches:
+            if self.filters % g:
+                raise ValueError(
+                    f"filters ({self.filters}) must be divisible by the branch groups ({g})"
+                )
+        if attn_channels is None:
+            if self.attn_divisor > 1:
+                reduced = make_divisible(self.filters / self.reduction, self.attn_divisor)
+            else:
+                reduced = self.filters // self.reduction
+            attn_channels = max(reduced, self.min_attn_channels)
+        self.attn_channels = int(attn_channels)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or conv_kernel_initializer()
+        )
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+        bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy)
+        self.branch_convs = [
+            GroupConv2D(
+                self.filters, k, strides=self.strides, dilation_rate=d, groups=g,
+                kernel_initializer=self.kernel_initializer,
+                kernel_regularizer=self.kernel_regularizer,
+                dtype=self.dtype_policy, name=f"branch{m}_conv",
+            )
+            for m, (k, d, g) in enumerate(self.branches)
+        ]
+        self.branch_bns = [
+            keras.layers.BatchNormalization(name=f"branch{m}_bn", **bn)
+            for m in range(len(self.branches))
+        ]
+        if self.attention:
+            dense = dict(use_bias=False, kernel_regularizer=self.kernel_regularizer,
+                         dtype=self.dtype_policy)
+            self.fuse_conv = keras.layers.Dense(self.attn_channels, name="fuse_conv", **dense)
+            self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn", **bn)
+            self.select_conv = keras.layers.Dense(
+                self.num_branches * self.filters, name="select_conv", **dense
+            )
+
+    @property
+    def num_branches(self):
+        return len(self.branches)
+
+    def _branch_input_shape(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        if self.split_input:
+            if channels % self.num_branches:
+                raise ValueError(
+                    f"{self.name}: split_input needs input channels ({channels}) divisible "
+                    f"by the number of branches ({self.num_branches})"
+                )
+            channels //= self.num_branches
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def build(self, input_shape):
+        branch_shape = self._branch_input_shape(input_shape)
+        for conv, bn in zip(self.branch_convs, self.branch_bns):
+            conv.build(branch_shape)
+            bn.build(conv.compute_output_shape(branch_shape))
+        if self.attention:
+            self.fuse_conv.build((None, self.filters))
+            self.fuse_bn.build((None, self.attn_channels))
+            self.select_conv.build((None, self.attn_channels))
+
+    def call(self, inputs, training=None):
+        if self.split_input:
+            xs = ops.split(inputs, self.num_branches, axis=-1)
+        else:
+            xs = [inputs] * self.num_branches
+        feats = [
+            ops.relu(bn(conv(x), training=training))
+            for x, conv, bn in zip(xs, self.branch_convs, self.branch_bns)
+        ]
+        u = feats[0]
+        for f in feats[1:]:
+            u = u + f
+        if not self.attention:
+            return u
+        s = ops.mean(u, axis=(1, 2))
+        z = ops.relu(self.fuse_bn(self.fuse_conv(s), training=training))
+        logits = ops.reshape(self.select_conv(z), (-1, self.num_branches, self.filters))
+        attn = ops.softmax(ops.cast(logits, "float32"), axis=1)
+        weights = ops.cast(attn, feats[0].dtype)
+        v = feats[0] * weights[:, None, None, 0, :]
+        for m in range(1, self.num_branches):
+            v = v + feats[m] * weights[:, None, None, m, :]
+        if self.return_attention:
+            return [v, attn]
+        return v
+
+    def compute_output_shape(self, input_shape):
+        out = self.branch_convs[0].compute_output_shape(self._branch_input_shape(input_shape))
+        if self.return_attention:
+            return [out, (input_shape[0], self.num_branches, self.filters)]
+        return out
+
+    def compute_output_spec(self, inputs, training=None):
+        shapes = self.compute_output_shape(inputs.shape)
+        if self.return_attention:
+            return [
+                keras.KerasTensor(shapes[0], dtype=self.compute_dtype),
+                keras.KerasTensor(shapes[1], dtype="float32"),
+            ]
+        return keras.KerasTensor(shapes, dtype=self.compute_dtype)
+
+    def count_macs(self, input_shape):
+        branch_shape = self._branch_input_shape(input_shape)
+        macs = sum(conv.count_macs(branch_shape) for conv in self.branch_convs)
+        if self.attention:
+            macs += self.filters * self.attn_channels
+            macs += self.attn_channels * self.num_branches * self.filters
+        return macs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            branches=[list(b) for b in self.branches],
+            groups=self.groups,
+            reduction=self.reduction,
+            min_attn_channels=self.min_attn_channels,
+            attn_divisor=self.attn_divisor,
+            attn_channels=self.attn_channels,
+            strides=self.strides,
+            attention=self.attention,
+            split_input=self.split_input,
+            return_attention=self.return_attention,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config

@@ -1,0 +1,166 @@
+"""The one place that defines every model.
+
+A model is a `ModelConfig`: a few lines of configuration over the shared blocks in
+`sknet_keras.applications.backbone`. The application builders, the command line, and
+(later) the trainer, converters and benchmarks all look models up here, so adding a
+variant (an ablation, a new depth) is a new entry, not new code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+# (kernel_size, dilation, groups); groups=None means "the unit's cardinality".
+Branch = Tuple[int, int, Optional[int]]
+
+BLOCK_TYPES = ("bottleneck", "basic")
+ATTENTION_TYPES = (None, "sk", "se")
+STEM_POOL_PADDINGS = ("symmetric", "caffe")
+
+
+@dataclasses.dataclass(frozen=True)
+class SKConfig:
+    """Selective-kernel settings of a network (SPEC §1).
+
+    `attn_channels(C) = max(make_divisible(C / reduction, attn_divisor), min_attn_channels)`:
+    with the paper's r=16, L=32, divisor 1 that is d = max(C/r, L); timm's SK-ResNets use
+    r=8, L=16, divisor 16. `stage_attn_channels` overrides d per stage (the released Caffe
+    SKNet-101 uses d=16 in conv3).
+    """
+
+    branches: Tuple[Branch, ...] = ((3, 1, None), (3, 2, None))
+    reduction: int = 16
+    min_attn_channels: int = 32
+    attn_divisor: int = 1
+    attention: bool = True
+    split_input: bool = False
+    stage_attn_channels: Optional[Tuple[Optional[int], ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A ResNet-family network: stem, stages of units, head.
+
+    widths: per stage, the width of the 3×3 / SK convolution (bottleneck: also of the
+    1×1 reduce). out_channels: per stage, the unit's output width.
+    """
+
+    name: str
+    block: str
+    depths: Tuple[int, ...]
+    widths: Tuple[int, ...]
+    out_channels: Tuple[int, ...]
+    groups: int = 1
+    attention: Optional[str] = None
+    sk: SKConfig = SKConfig()
+    se_reduction: int = 16
+    stem_width: int = 64
+    stem_pool: str = "symmetric"
+    default_size: int = 224
+    min_size: int = 32
+    # Literature numbers, for documentation only (never used to check ourselves).
+    paper_top1_error: Optional[float] = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"block must be one of {BLOCK_TYPES}; got {self.block!r}")
+        if self.attention not in ATTENTION_TYPES:
+            raise ValueError(
+                f"attention must be one of {ATTENTION_TYPES}; got {self.attention!r}"
+            )
+        if self.stem_pool not in STEM_POOL_PADDINGS:
+            raise ValueError(
+                f"stem_pool must be one of {STEM_POOL_PADDINGS}; got {self.stem_pool!r}"
+            )
+        n = len(self.depths)
+        if not (len(self.widths) == len(self.out_channels) == n) or n == 0:
+            raise ValueError(
+                "depths, widths and out_channels need one entry per stage; got "
+                f"{self.depths}, {self.widths}, {self.out_channels}"
+            )
+        if any(d < 1 for d in self.depths):
+            raise ValueError(f"every stage needs at least one unit; got depths={self.depths}")
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """timm's channel rounding (round to nearest multiple, never drop >10%)."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new < round_limit * value:
+        new += divisor
+    return new
+
+
+def sk_attn_channels(config: SKConfig, channels: int, stage: int) -> int:
+    """d of SPEC §1 for a unit of `channels` output channels in stage `stage` (0-based)."""
+    if config.stage_attn_channels is not None:
+        override = config.stage_attn_channels[stage]
+        if override is not None:
+            return int(override)
+    if config.attn_divisor <= 1:
+        reduced = channels // config.reduction
+    else:
+        reduced = make_divisible(channels / config.reduction, config.attn_divisor)
+    return max(reduced, config.min_attn_channels)
+
+
+_RESNEXT_32x4d = dict(
+    block="bottleneck",
+    widths=(128, 256, 512, 1024),
+    out_channels=(256, 512, 1024, 2048),
+    groups=32,
+)
+_SK_RESNET = dict(
+    block="basic",
+    widths=(64, 128, 256, 512),
+    out_channels=(64, 128, 256, 512),
+    attention="sk",
+    sk=SKConfig(reduction=8, min_attn_channels=16, attn_divisor=16, split_input=True),
+)
+
+MODELS = {
+    c.name: c
+    for c in (
+        ModelConfig("sknet26", depths=(2, 2, 2, 2), attention="sk", paper_top1_error=22.74,
+                    description="SKNet-26: SK[2,32,16] ResNeXt-26 32x4d", **_RESNEXT_32x4d),
+        ModelConfig("sknet50", depths=(3, 4, 6, 3), attention="sk", paper_top1_error=20.79,
+                    description="SKNet-50: SK[2,32,16] ResNeXt-50 32x4d", **_RESNEXT_32x4d),
+        ModelConfig("sknet101", depths=(3, 4, 23, 3), attention="sk", paper_top1_error=20.19,
+                    description="SKNet-101: SK[2,32,16] ResNeXt-101 32x4d", **_RESNEXT_32x4d),
+        ModelConfig("resnext50", depths=(3, 4, 6, 3), paper_top1_error=22.23,
+                    description="ResNeXt-50 32x4d", **_RESNEXT_32x4d),
+        ModelConfig("resnext101", depths=(3, 4, 23, 3), paper_top1_error=21.11,
+                    description="ResNeXt-101 32x4d", **_RESNEXT_32x4d),
+        ModelConfig("seresnext50", depths=(3, 4, 6, 3), attention="se", paper_top1_error=21.12,
+                    description="SE-ResNeXt-50 32x4d (the SKNet paper's SENet-50)",
+                    **_RESNEXT_32x4d),
+        ModelConfig("seresnext101", depths=(3, 4, 23, 3), attention="se",
+                    paper_top1_error=20.58,
+                    description="SE-ResNeXt-101 32x4d (the SKNet paper's SENet-101)",
+                    **_RESNEXT_32x4d),
+        ModelConfig("skresnet18", depths=(2, 2, 2, 2),
+                    description="SK-ResNet-18 (timm skresnet18: basic blocks, split input)",
+                    **_SK_RESNET),
+        ModelConfig("skresnet34", depths=(3, 4, 6, 3),
+                    description="SK-ResNet-34 (timm skresnet34: basic blocks, split input)",
+                    **_SK_RESNET),
+    )
+}
+
+
+def get_model_config(name) -> ModelConfig:
+    """Registry lookup by name (case-insensitive, '-'/'_' ignored); configs pass through."""
+    if isinstance(name, ModelConfig):
+        return name
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in MODELS:
+        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(sorted(MODELS))}")
+    return MODELS[key]
+
+
+def list_models():
+    return sorted(MODELS)
