@@ -39,6 +39,28 @@ class SKConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """Where `weights="imagenet"` comes from: a public release converted on first use.
+
+    source: "timm" (safetensors) or "caffe" (caffemodel); url None means the file has no
+    direct download and must be placed by hand; preprocessing: the `mode` of
+    `preprocess_input` the weights were trained with; top1: the published accuracy (%).
+    """
+
+    source: str
+    file_name: str
+    url: Optional[str] = None
+    preprocessing: str = "torch"
+    top1: Optional[float] = None
+
+
+def _hf_timm(tag, top1=None):
+    return Pretrained("timm", f"{tag}.safetensors",
+                      f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors",
+                      "torch", top1)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """A ResNet-family network: stem, stages of units, head.
 
@@ -62,6 +84,7 @@ class ModelConfig:
     # Literature numbers, for documentation only (never used to check ourselves).
     paper_top1_error: Optional[float] = None
     description: str = ""
+    pretrained: Optional[Pretrained] = None
 
     def __post_init__(self):
         if self.block not in BLOCK_TYPES:
@@ -128,26 +151,39 @@ MODELS = {
         ModelConfig("sknet26", depths=(2, 2, 2, 2), attention="sk", paper_top1_error=22.74,
                     description="SKNet-26: SK[2,32,16] ResNeXt-26 32x4d", **_RESNEXT_32x4d),
         ModelConfig("sknet50", depths=(3, 4, 6, 3), attention="sk", paper_top1_error=20.79,
-                    description="SKNet-50: SK[2,32,16] ResNeXt-50 32x4d", **_RESNEXT_32x4d),
+                    description="SKNet-50: SK[2,32,16] ResNeXt-50 32x4d",
+                    pretrained=_hf_timm("skresnext50_32x4d.ra_in1k", 80.17), **_RESNEXT_32x4d),
+        ModelConfig("sknet50_caffe", depths=(3, 4, 6, 3), attention="sk", stem_pool="caffe",
+                    paper_top1_error=20.79,
+                    description="SKNet-50, official Caffe release layout (ceil-mode max pool)",
+                    pretrained=Pretrained("caffe", "SKNet-50.caffemodel", None, "caffe"),
+                    **_RESNEXT_32x4d),
+        ModelConfig("sknet101_caffe", depths=(3, 4, 23, 3), attention="sk", stem_pool="caffe",
+                    sk=SKConfig(stage_attn_channels=(None, 16, None, None)),
+                    paper_top1_error=20.19,
+                    description="SKNet-101, official Caffe release layout (d=16 in conv3)",
+                    pretrained=Pretrained("caffe", "SKNet-101.caffemodel", None, "caffe"),
+                    **_RESNEXT_32x4d),
         ModelConfig("sknet101", depths=(3, 4, 23, 3), attention="sk", paper_top1_error=20.19,
                     description="SKNet-101: SK[2,32,16] ResNeXt-101 32x4d", **_RESNEXT_32x4d),
         ModelConfig("resnext50", depths=(3, 4, 6, 3), paper_top1_error=22.23,
-                    description="ResNeXt-50 32x4d", **_RESNEXT_32x4d),
+                    description="ResNeXt-50 32x4d",
+                    pretrained=_hf_timm("resnext50_32x4d.a1h_in1k"), **_RESNEXT_32x4d),
         ModelConfig("resnext101", depths=(3, 4, 23, 3), paper_top1_error=21.11,
                     description="ResNeXt-101 32x4d", **_RESNEXT_32x4d),
         ModelConfig("seresnext50", depths=(3, 4, 6, 3), attention="se", paper_top1_error=21.12,
                     description="SE-ResNeXt-50 32x4d (the SKNet paper's SENet-50)",
-                    **_RESNEXT_32x4d),
+                    pretrained=_hf_timm("seresnext50_32x4d.racm_in1k"), **_RESNEXT_32x4d),
         ModelConfig("seresnext101", depths=(3, 4, 23, 3), attention="se",
                     paper_top1_error=20.58,
                     description="SE-ResNeXt-101 32x4d (the SKNet paper's SENet-101)",
                     **_RESNEXT_32x4d),
         ModelConfig("skresnet18", depths=(2, 2, 2, 2),
                     description="SK-ResNet-18 (timm skresnet18: basic blocks, split input)",
-                    **_SK_RESNET),
+                    pretrained=_hf_timm("skresnet18.ra_in1k"), **_SK_RESNET),
         ModelConfig("skresnet34", depths=(3, 4, 6, 3),
                     description="SK-ResNet-34 (timm skresnet34: basic blocks, split input)",
-                    **_SK_RESNET),
+                    pretrained=_hf_timm("skresnet34.ra_in1k"), **_SK_RESNET),
     )
 }
 
@@ -156,10 +192,13 @@ def get_model_config(name) -> ModelConfig:
     """Registry lookup by name (case-insensitive, '-'/'_' ignored); configs pass through."""
     if isinstance(name, ModelConfig):
         return name
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in MODELS:
+    def norm(n):
+        return str(n).lower().replace("-", "").replace("_", "")
+
+    matches = [c for n, c in MODELS.items() if norm(n) == norm(name)]
+    if not matches:
         raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(sorted(MODELS))}")
-    return MODELS[key]
+    return matches[0]
 
 
 def list_models():

@@ -189,7 +189,7 @@ def test_transfer_learning_fit(rng):
     "kwargs,message",
     [
         (dict(model="sknet51"), "Unknown model 'sknet51'"),
-        (dict(weights="imagenet"), "weights='imagenet' is not available"),
+        (dict(model="sknet26", weights="imagenet"), "no public ImageNet weights"),
         (dict(weights=3), "`weights` argument"),
         (dict(pooling="mean", include_top=False), "`pooling` must be one of"),
         (dict(input_shape=(16, 16, 3)), "at least 32x32"),

@@ -5,7 +5,11 @@
 """
 
 from sknet_keras.applications.backbone import build_model
-from sknet_keras.applications.imagenet_utils import decode_predictions, preprocess_input
+from sknet_keras.applications.imagenet_utils import (
+    decode_predictions,
+    preprocess_input,
+    preprocessing_mode,
+)
 
 
 def _named_builder(registry_name, public_name):
@@ -53,6 +57,7 @@ __all__ = [
     "build_model",
     "decode_predictions",
     "preprocess_input",
+    "preprocessing_mode",
     "SKNet26",
     "SKNet50",
     "SKNet101",

@@ -186,12 +186,16 @@ def build_model(
             f"'imagenet', or the path to a weights file; got weights={weights!r}"
         )
     if weights == "imagenet":
-        raise ValueError(
-            f"weights='imagenet' is not available yet for {config.name}: no converted "
-            "ImageNet weights ship with sknet_keras. Convert a timm or Caffe release with "
-            "`python -m sknet_keras.convert` and pass the file's path as `weights`."
-        )
-    if weights is not None and not os.path.exists(weights):
+        if config.pretrained is None:
+            from sknet_keras.applications.pretrained import imagenet_weights
+
+            imagenet_weights(config)  # raises the error that lists models with weights
+        if include_top and classes != 1000:
+            raise ValueError(
+                "If using `weights='imagenet'` with `include_top=True`, `classes` should be "
+                f"1000; got classes={classes}"
+            )
+    if weights not in (None, "imagenet") and not os.path.exists(weights):
         raise ValueError(f"weights file not found: {os.fspath(weights)!r}")
     if pooling not in POOLINGS:
         raise ValueError(
@@ -234,6 +238,10 @@ def build_model(
 
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name or config.name)
+    if weights == "imagenet":
+        from sknet_keras.applications.pretrained import imagenet_weights
+
+        weights = imagenet_weights(config)
     if weights is not None:
         from sknet_keras.applications.weights import load_weights
 

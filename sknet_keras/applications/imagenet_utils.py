@@ -8,12 +8,22 @@ import numpy as np
 from keras.applications import imagenet_utils as _keras_imagenet_utils
 
 
-def preprocess_input(x, data_format=None):
-    """RGB images in [0, 255] → ImageNet mean/std normalized ("torch" mode).
+def preprocess_input(x, data_format=None, mode="torch"):
+    """RGB images in [0, 255] → the network's input.
 
-    The convention of the timm releases the pretrained weights are converted from.
+    mode "torch" (default): ImageNet mean/std, the convention of the timm releases; "caffe":
+    RGB→BGR and mean subtraction, the official Caffe releases. `preprocessing_mode(model)`
+    tells which one a model's `weights="imagenet"` expects.
     """
-    return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode="torch")
+    return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+
+
+def preprocessing_mode(model):
+    """`preprocess_input` mode matching a registry model's ImageNet weights."""
+    from sknet_keras.registry import get_model_config
+
+    config = get_model_config(model)
+    return config.pretrained.preprocessing if config.pretrained else "torch"
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,6 +5,8 @@ timm names the SK and plain ResNeXt units differently (`conv1.conv`/`conv1.bn` i
 function covers SKNet, SK-ResNet, ResNeXt and SE-ResNeXt.
 """
 
+import os
+
 import numpy as np
 
 from sknet_keras.registry import get_model_config
@@ -19,8 +21,22 @@ def conv_kernel(w):
 
 
 def dense_kernel(w):
-    """PyTorch Linear (O, I) or 1×1 conv (O, I, 1, 1) → Keras Dense (I, O)."""
+    """PyTorch Linear (O, I) → Keras Dense (I, O)."""
+    return np.transpose(w)
+
+
+def pointwise_kernel(w):
+    """PyTorch 1×1 conv on a pooled vector (O, I, 1, 1) → Keras Dense (I, O)."""
     return np.transpose(w.reshape(w.shape[0], w.shape[1]))
+
+
+# Keras → PyTorch layouts, for exporting (the inverse of each transform above).
+INVERSE = {
+    conv_kernel: lambda w: np.transpose(w, (3, 2, 0, 1)),
+    dense_kernel: np.transpose,
+    pointwise_kernel: lambda w: np.transpose(w)[:, :, None, None],
+    None: lambda w: w,
+}
 
 
 def _bn(keras_prefix, timm_prefix):
@@ -42,10 +58,10 @@ def _sk(keras_name, timm_prefix, config):
         out.update(_bn(f"{keras_name}/branch{m}_bn", f"{timm_prefix}.paths.{m}.bn"))
     if config.sk.attention:
         out[f"{keras_name}/fuse_conv/kernel"] = (f"{timm_prefix}.attn.fc_reduce.weight",
-                                                  dense_kernel)
+                                                  pointwise_kernel)
         out.update(_bn(f"{keras_name}/fuse_bn", f"{timm_prefix}.attn.bn"))
         out[f"{keras_name}/select_conv/kernel"] = (f"{timm_prefix}.attn.fc_select.weight",
-                                                    dense_kernel)
+                                                    pointwise_kernel)
     return out
 
 
@@ -70,7 +86,7 @@ def _unit(config, prefix, t, has_shortcut):
                 out.update(_conv_bn(f"{prefix}_{i}", f"{t}.conv{i}.weight", f"{t}.bn{i}"))
     if config.attention == "se":
         for ours, theirs in (("reduce", "fc1"), ("expand", "fc2")):
-            out[f"{prefix}_se/{ours}/kernel"] = (f"{t}.se.{theirs}.weight", dense_kernel)
+            out[f"{prefix}_se/{ours}/kernel"] = (f"{t}.se.{theirs}.weight", pointwise_kernel)
             out[f"{prefix}_se/{ours}/bias"] = (f"{t}.se.{theirs}.bias", None)
     if has_shortcut:
         out.update(_conv_bn(f"{prefix}_0", f"{t}.downsample.0.weight", f"{t}.downsample.1"))
@@ -93,3 +109,52 @@ def timm_mapping(model_config, include_top=True):
         out["predictions/kernel"] = ("fc.weight", dense_kernel)
         out["predictions/bias"] = ("fc.bias", None)
     return out
+
+
+def read_timm_checkpoint(path):
+    """{key: float32 array} from a timm checkpoint, without unpickling arbitrary code.
+
+    `.safetensors` is read with `safetensors.numpy` (no PyTorch). `.pth` / `.pth.tar` / `.bin`
+    need PyTorch and are read with `torch.load(weights_only=True)` only.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(path)
+        except Exception as e:
+            raise ValueError(f"{path!r} is not a readable safetensors file: {e}") from None
+    elif path.endswith((".pth", ".pth.tar", ".pt", ".bin")):
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(
+                f"reading {path!r} needs PyTorch (pip install torch), or use the release's "
+                ".safetensors file, which needs no PyTorch"
+            ) from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {e}") from None
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        tensors = {k[len("module."):] if k.startswith("module.") else k: v.float().numpy()
+                   for k, v in obj.items() if hasattr(v, "numpy")}
+    else:
+        raise ValueError(
+            f"unknown timm checkpoint type {path!r}: expected .safetensors, .pth, .pth.tar or .bin"
+        )
+    return {k: np.asarray(v, np.float32) for k, v in tensors.items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def keras_to_timm(model, model_config):
+    """Export a Keras model's weights as a timm state_dict {key: array} (inverse mapping)."""
+    variables = {w.path: w for w in model.weights}
+    has_top = "predictions/kernel" in variables
+    # Contiguous copies: safetensors writes raw buffers, a transposed view would be garbled.
+    return {key: np.ascontiguousarray(INVERSE[fn](np.asarray(variables[path].numpy())))
+            for path, (key, fn) in timm_mapping(model_config, include_top=has_top).items()}

@@ -1,0 +1,195 @@
+"""timm and Caffe converters, `weights="imagenet"`, against timm's golden outputs (SPEC §5)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import DATA_DIR, MINI_SKRESNET, MINI_SKRESNEXT, SHARED_REFERENCE
+from sknet_keras import applications
+from sknet_keras.applications import build_model
+from sknet_keras.convert import convert
+from sknet_keras.convert.caffe import caffe_mapping, read_caffemodel, write_caffemodel
+from sknet_keras.convert.timm import INVERSE, keras_to_timm, read_timm_checkpoint
+from sknet_keras.registry import get_model_config
+
+
+def golden(stem, directory=DATA_DIR):
+    g = np.load(os.path.join(directory, f"{stem}.golden.npz"))
+    return np.transpose(g["input_nchw"], (0, 2, 3, 1)), g
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("config,stem", [(MINI_SKRESNEXT, "mini_skresnext"),
+                                         (MINI_SKRESNET, "mini_skresnet")])
+def test_mini_networks_reproduce_timm_logits(config, stem, tmp_path):
+    out = tmp_path / f"{stem}.h5"
+    convert("timm", config, os.path.join(DATA_DIR, f"{stem}.random.safetensors"), out)
+    x, g = golden(stem)
+    # Built at the reference's own size (64×80), not at the converter's 224.
+    model = build_model(config, input_shape=x.shape[1:], classes=10,
+                        classifier_activation=None, weights=str(out))
+    assert rel_err(model.predict(x, verbose=0), g["logits"]) < 1e-5
+
+
+@pytest.mark.parametrize("model_name,stem", [("sknet50", "skresnext50_32x4d"),
+                                             ("skresnet18", "skresnet18")])
+def test_full_networks_reproduce_timm_logits_through_the_cli(model_name, stem, tmp_path):
+    source = os.path.join(SHARED_REFERENCE, f"{stem}.random.safetensors")
+    if not os.path.exists(source):
+        pytest.skip(f"large reference file not available: {source} (kept outside the repo)")
+    out = tmp_path / f"{model_name}.h5"
+    subprocess.run([sys.executable, "-m", "sknet_keras.convert", "--source=timm",
+                    f"--model={model_name}", f"--input={source}", f"--output={out}"],
+                   check=True, capture_output=True)
+    x, g = golden(stem, SHARED_REFERENCE)
+    model = build_model(model_name, classifier_activation=None, weights=str(out))
+    assert rel_err(model.predict(x, verbose=0), g["logits"]) < 1e-4
+    if "pre_logits" in g:
+        # Another input size than 224: the backbone still matches (pooled features).
+        features = build_model(model_name, include_top=False, pooling="avg", weights=str(out))
+        assert rel_err(features.predict(x, verbose=0), g["pre_logits"]) < 1e-4
+        big = build_model(model_name, input_shape=(256, 288, 3), weights=str(out))
+        assert big.predict(np.zeros((1, 256, 288, 3), "float32"), verbose=0).shape == (1, 1000)
+
+
+def test_wrong_model_lists_missing_and_unexpected_and_writes_nothing(tmp_path):
+    out = tmp_path / "out.h5"
+    source = os.path.join(DATA_DIR, "mini_skresnext.random.safetensors")
+    with pytest.raises(ValueError, match=r"(?s)does not hold a timm mini_skresnet.*missing "
+                                         r"\(\d+\): .*unexpected \(\d+\): "):
+        convert("timm", MINI_SKRESNET, source, out)
+    wider = MINI_SKRESNEXT.replace(widths=(16, 16, 32, 64))
+    with pytest.raises(ValueError, match=r"wrong shape \(\d+\): conv2_block1_1_bn/beta"):
+        convert("timm", wider, source, out)
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_bad_checkpoint_files(tmp_path):
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        read_timm_checkpoint(corrupt)
+    with pytest.raises(ValueError, match="unknown timm checkpoint type"):
+        read_timm_checkpoint(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="input file not found"):
+        convert("timm", "sknet50", tmp_path / "absent.safetensors")
+    with pytest.raises(ValueError, match="unknown source"):
+        convert("onnx", "sknet50", corrupt)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        (tmp_path / "model.pth").write_bytes(b"x")
+        with pytest.raises(ValueError, match="needs PyTorch"):
+            read_timm_checkpoint(tmp_path / "model.pth")
+    garbage = tmp_path / "model.caffemodel"
+    garbage.write_bytes(b"\xff" * 32)
+    with pytest.raises(ValueError, match="caffemodel"):
+        read_caffemodel(garbage)
+
+
+def prototxt_param_layers(path):
+    """{layer name: (type, num_output or None)} of every layer with weights in a prototxt."""
+    text = open(path).read()
+    layers = {}
+    for block in re.split(r"\nlayer \{", text)[1:]:
+        name = re.search(r'name: "([^"]+)"', block).group(1)
+        kind = re.search(r'type: "([^"]+)"', block).group(1)
+        if kind in ("Convolution", "CuDNNBatchNorm", "BatchNorm", "InnerProduct"):
+            num = re.search(r"num_output: (\d+)", block)
+            layers[name] = (kind, int(num.group(1)) if num else None)
+    return layers
+
+
+@pytest.mark.parametrize("model_name,prototxt", [("sknet50_caffe", "sknet50.prototxt"),
+                                                 ("sknet101_caffe", "sknet101.prototxt")])
+def test_caffe_mapping_names_every_official_layer_with_its_shape(model_name, prototxt):
+    official = prototxt_param_layers(os.path.join(DATA_DIR, prototxt))
+    model = build_model(model_name)
+    shapes = {w.path: tuple(w.shape) for w in model.weights}
+    mapping = caffe_mapping(model_name)
+    mapped = {key.split("#")[0] for key, _ in mapping.values()}
+    assert mapped == set(official)
+    for path, (key, fn) in mapping.items():
+        layer = key.split("#")[0]
+        kind, num_output = official[layer]
+        if num_output is not None and key.endswith("#0"):
+            out_dim = shapes[path][-1]
+            assert out_dim == num_output, (path, layer)
+
+
+def test_caffe_release_converts_to_the_same_numbers_as_timm(tmp_path, rng):
+    """A caffemodel written with the official names holds the timm reference's numbers."""
+    timm_model = convert("timm", MINI_SKRESNEXT,
+                         os.path.join(DATA_DIR, "mini_skresnext.random.safetensors"))
+    caffe_config = MINI_SKRESNEXT.replace(name="mini_caffe", stem_pool="caffe")
+    variables = {w.path: w.numpy() for w in timm_model.weights}
+    blobs = {}
+    for path, (key, fn) in caffe_mapping(caffe_config).items():
+        layer, index = key.split("#")
+        value = INVERSE.get(fn, lambda w: w)(variables[path])
+        blobs.setdefault(layer, {})[int(index)] = value
+    caffemodel = tmp_path / "mini.caffemodel"
+    write_caffemodel(caffemodel, {k: [v[i] for i in sorted(v)] for k, v in blobs.items()})
+    converted = convert("caffe", caffe_config, caffemodel, tmp_path / "mini_caffe.h5")
+    for w in converted.weights:
+        np.testing.assert_array_equal(w.numpy(), variables[w.path])
+
+    # Caffe's max pool: ceil mode, no padding.
+    for size in (64, 66, 70):
+        model = build_model(caffe_config, input_shape=(size, size, 3), classes=10,
+                            weights=str(tmp_path / "mini_caffe.h5"))
+        probe = keras.Model(model.inputs, [model.get_layer("conv1_relu").output,
+                                           model.get_layer("pool1_pool").output])
+        act, pooled = probe.predict(rng.random((1, size, size, 3), "float32"), verbose=0)
+        h = act.shape[1]
+        out = -(-(h - 3) // 2) + 1
+        padded = np.pad(act, ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=-np.inf)
+        ref = np.stack([np.stack([padded[0, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max((0, 1))
+                                  for j in range(out)]) for i in range(out)])
+        np.testing.assert_array_equal(pooled[0], ref)
+
+
+def test_imagenet_weights_from_a_local_copy_then_the_cache(tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    weights_dir = tmp_path / "downloads"
+    weights_dir.mkdir()
+    monkeypatch.setenv("SKNET_KERAS_WEIGHTS_DIR", str(weights_dir))
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    with pytest.raises(ValueError, match=r"(?s)could not download.*huggingface.co/timm/"
+                                         r"skresnet18.ra_in1k.*skresnet18.ra_in1k.safetensors"
+                                         r".*SKNET_KERAS_WEIGHTS_DIR"):
+        applications.SKResNet18(weights="imagenet")
+
+    reference = applications.SKResNet18(input_shape=(64, 64, 3))
+    save_file(keras_to_timm(reference, "skresnet18"),
+              str(weights_dir / "skresnet18.ra_in1k.safetensors"))
+    x = rng.random((2, 64, 64, 3), "float32")
+    loaded = applications.SKResNet18(weights="imagenet", input_shape=(64, 64, 3))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), reference.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-7)
+    os.remove(weights_dir / "skresnet18.ra_in1k.safetensors")  # now served from the cache
+    features = applications.SKResNet18(weights="imagenet", include_top=False, pooling="avg")
+    assert features.output_shape == (None, 512)
+
+    with pytest.raises(ValueError, match="`classes` should be 1000"):
+        applications.SKResNet18(weights="imagenet", classes=10)
+    with pytest.raises(ValueError, match="no direct download"):
+        build_model("sknet50_caffe", weights="imagenet")
+    with pytest.raises(ValueError, match="no public ImageNet weights exist for 'sknet26'"):
+        applications.SKNet26(weights="imagenet")
+    assert applications.preprocessing_mode("sknet50") == "torch"
+    assert applications.preprocessing_mode("sknet101_caffe") == "caffe"
+    assert get_model_config("sknet101_caffe").sk.stage_attn_channels == (None, 16, None, None)
