@@ -11,7 +11,7 @@ import os
 import keras
 from keras import layers
 
-from sknet_keras.layers import GroupConv2D, SelectiveKernel, SqueezeExcite
+from sknet_keras.layers import BatchNorm, GroupConv2D, SelectiveKernel, SqueezeExcite
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
 from sknet_keras.registry import ModelConfig, get_model_config, sk_attn_channels
 
@@ -19,7 +19,7 @@ POOLINGS = (None, "avg", "max")
 
 
 def _bn(name):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def _conv1x1(filters, name, strides=1):

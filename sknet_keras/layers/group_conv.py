@@ -12,6 +12,9 @@ Written by hand because Keras' `Conv2D` falls short here in three ways:
 Strided dilated convolutions are computed exactly and cheaply (SPEC §1): when the dilation
 is a multiple of the stride, a stride-s, dilation-d, pad-p conv equals a stride-1,
 dilation-d/s, pad-p/s conv over `x[:, ::s, ::s]`; otherwise a stride-1 conv is subsampled.
+Subsampling is a 1×1 max pool with stride s: exactly `x[:, ::s, ::s]`, and on TensorFlow's
+CPU kernels about 15× faster than the strided slice (measured: 1.0 vs 15.6 ms on
+16×56×56×256).
 """
 
 import keras
@@ -50,6 +53,13 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 
 def _use_tf_conv():
     return keras.backend.backend() == "tensorflow"
+
+
+def subsample(x, sh, sw):
+    """x[:, ::sh, ::sw, :] (NHWC), computed as a 1×1 strided max pool (see module doc)."""
+    if sh == 1 and sw == 1:
+        return x
+    return ops.max_pool(x, pool_size=1, strides=(sh, sw), padding="valid")
 
 
 @_register
@@ -129,25 +139,29 @@ class GroupConv2D(keras.layers.Layer):
     def call(self, inputs):
         (sub_h, dil_h, pad_h, st_h, post_h), (sub_w, dil_w, pad_w, st_w, post_w) = self._plan
         x = inputs
-        if sub_h > 1 or sub_w > 1:
-            x = x[:, ::sub_h, ::sub_w, :]
-        if pad_h or pad_w:
+        x = subsample(x, sub_h, sub_w)
+        # At stride 1 with pad = dilation·(k−1)/2, "SAME" is exactly our symmetric padding and
+        # saves materializing (and, in training, keeping for the backward) a padded copy.
+        same = (st_h == st_w == 1
+                and 2 * pad_h == dil_h * (self.kernel_size[0] - 1)
+                and 2 * pad_w == dil_w * (self.kernel_size[1] - 1))
+        if not same and (pad_h or pad_w):
             # Explicit pad + VALID: symmetric like PyTorch/Caffe, and measured faster on CPU
             # than tf.nn.conv2d's own explicit padding for dilated convs.
             x = ops.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+        padding = "SAME" if same else "VALID"
         kernel = ops.cast(self.kernel, self.compute_dtype)
         if _use_tf_conv():
             import tensorflow as tf
 
             y = tf.nn.conv2d(
-                x, kernel, strides=[1, st_h, st_w, 1], padding="VALID",
+                x, kernel, strides=[1, st_h, st_w, 1], padding=padding,
                 dilations=[1, dil_h, dil_w, 1],
             )
         else:
-            y = ops.conv(x, kernel, strides=(st_h, st_w), padding="valid",
+            y = ops.conv(x, kernel, strides=(st_h, st_w), padding=padding.lower(),
                          dilation_rate=(dil_h, dil_w))
-        if post_h > 1 or post_w > 1:
-            y = y[:, ::post_h, ::post_w, :]
+        y = subsample(y, post_h, post_w)
         if self.bias is not None:
             y = y + ops.cast(self.bias, self.compute_dtype)
         return y

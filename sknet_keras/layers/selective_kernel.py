@@ -9,11 +9,18 @@ under mixed precision), V = Σ a_m ⊙ U_m.
 With `return_attention=True` the layer returns `[V, a]`, a of shape (N, M, C) in float32:
 the applications build their SK units that way, so the paper's attention analysis reads
 `model.get_layer("conv3_block4_2_sk").output[1]` without rebuilding anything.
+
+Two implementations of the same function: "reference" composes Keras ops (any backend);
+"auto" (default) on TensorFlow runs everything after the branch convolutions, at inference,
+as one XLA-compiled function (`sk_fused`, about 2.5× less memory traffic). Training steps
+take the reference path: XLA's CPU code for the BN backward measured slower than
+TensorFlow's fused BN kernels (5.1 vs 6.6 img/s for SKNet-50). Tests hold the paths equal.
 """
 
 import keras
 from keras import ops
 
+from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.group_conv import GroupConv2D
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
 from sknet_keras.registry import make_divisible
@@ -63,6 +70,7 @@ class SelectiveKernel(keras.layers.Layer):
         attention: False gives the plain sum of the branches (the paper's ablation).
         split_input: each branch sees its own C_in / M slice of the input (timm SK-ResNet).
         return_attention: return [V, attention (N, M, C) float32] instead of V.
+        implementation: "auto" (XLA-fused element-wise part on TensorFlow) or "reference".
     """
 
     def __init__(
@@ -78,11 +86,17 @@ class SelectiveKernel(keras.layers.Layer):
         attention=True,
         split_input=False,
         return_attention=False,
+        implementation="auto",
         kernel_initializer=None,
         kernel_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if implementation not in ("auto", "reference"):
+            raise ValueError(
+                f"implementation must be 'auto' or 'reference'; got {implementation!r}"
+            )
+        self.implementation = implementation
         self.filters = int(filters)
         self.groups = int(groups)
         self.branches = normalize_branches(branches, self.groups)
@@ -128,14 +142,14 @@ class SelectiveKernel(keras.layers.Layer):
             for m, (k, d, g) in enumerate(self.branches)
         ]
         self.branch_bns = [
-            keras.layers.BatchNormalization(name=f"branch{m}_bn", **bn)
+            BatchNorm(name=f"branch{m}_bn", **bn)
             for m in range(len(self.branches))
         ]
         if self.attention:
             dense = dict(use_bias=False, kernel_regularizer=self.kernel_regularizer,
                          dtype=self.dtype_policy)
             self.fuse_conv = keras.layers.Dense(self.attn_channels, name="fuse_conv", **dense)
-            self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn", **bn)
+            self.fuse_bn = BatchNorm(name="fuse_bn", **bn)
             self.select_conv = keras.layers.Dense(
                 self.num_branches * self.filters, name="select_conv", **dense
             )
@@ -167,11 +181,17 @@ class SelectiveKernel(keras.layers.Layer):
             self.fuse_bn.build((None, self.attn_channels))
             self.select_conv.build((None, self.attn_channels))
 
-    def call(self, inputs, training=None):
+    def _branch_inputs(self, inputs):
         if self.split_input:
-            xs = ops.split(inputs, self.num_branches, axis=-1)
-        else:
-            xs = [inputs] * self.num_branches
+            return ops.split(inputs, self.num_branches, axis=-1)
+        return [inputs] * self.num_branches
+
+    def call(self, inputs, training=None):
+        batch_stats = bool(training) and self.fuse_bn.trainable if self.attention else False
+        if (self.implementation == "auto" and self.attention and not batch_stats
+                and keras.backend.backend() == "tensorflow"):
+            return self._call_fused(inputs, training)
+        xs = self._branch_inputs(inputs)
         feats = [
             ops.relu(bn(conv(x), training=training))
             for x, conv, bn in zip(xs, self.branch_convs, self.branch_bns)
@@ -192,6 +212,33 @@ class SelectiveKernel(keras.layers.Layer):
         if self.return_attention:
             return [v, attn]
         return v
+
+    def _call_fused(self, inputs, training):
+        import tensorflow as tf
+
+        from sknet_keras.layers.sk_fused import sk_select
+
+        def f32(variable):
+            return tf.cast(variable.value, tf.float32)
+
+        convs = [conv(x) for x, conv in zip(self._branch_inputs(inputs), self.branch_convs)]
+        bns = self.branch_bns + [self.fuse_bn]
+        batch_stats = bool(training) and self.fuse_bn.trainable
+        params = [(f32(b.gamma), f32(b.beta)) + (
+            () if batch_stats else (f32(b.moving_mean), f32(b.moving_variance)))
+            for b in bns]
+        out = sk_select(convs, params[:-1], f32(self.fuse_conv.kernel), params[-1],
+                        f32(self.select_conv.kernel), self.fuse_bn.epsilon, batch_stats)
+        if batch_stats:
+            v, attn, branch_stats, fuse_stats = out
+            for bn, (mean, var) in zip(bns, branch_stats + [fuse_stats]):
+                m = bn.momentum
+                bn.moving_mean.assign(bn.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+                bn.moving_variance.assign(
+                    bn.moving_variance * m + tf.stop_gradient(var) * (1 - m))
+        else:
+            v, attn = out
+        return [v, attn] if self.return_attention else v
 
     def compute_output_shape(self, input_shape):
         out = self.branch_convs[0].compute_output_shape(self._branch_input_shape(input_shape))
@@ -230,6 +277,7 @@ class SelectiveKernel(keras.layers.Layer):
             attention=self.attention,
             split_input=self.split_input,
             return_attention=self.return_attention,
+            implementation=self.implementation,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )

@@ -1,0 +1,196 @@
+"""`python -m sknet_keras.benchmark`: speed and memory of registry models, side by side.
+
+Always measures `keras.applications.ResNet50` as the yardstick in the same process and
+reports every candidate as a ratio to it. Candidates are measured in alternation (round
+robin over repeats), after warm-up, through the paths users call:
+
+- inference, `predict_on_batch` (what `model.predict` runs per batch);
+- inference, `model(x, training=False)` inside a `tf.function`;
+- training, `train_on_batch` (the `model.fit` train step: forward, backward, SGD update).
+
+Peak memory of a training step is measured per model in a fresh subprocess (peak resident
+set above the process's baseline after importing TensorFlow), so models do not share a
+high-water mark. Results are printed as a table and written as JSON.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["sknet50"], "Registry models to measure (ResNet50 is always added).")
+flags.DEFINE_integer("batch_size", 16, "Batch size.")
+flags.DEFINE_integer("image_size", 224, "Input height and width.")
+flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy.")
+flags.DEFINE_bool("jit_compile", False, "Compile whole train/predict steps with XLA.")
+flags.DEFINE_list("modes", ["predict", "function", "train"],
+                  "What to time: predict (predict_on_batch), function (model(x) in a "
+                  "tf.function), train (train_on_batch).")
+flags.DEFINE_integer("warmup", 2, "Untimed calls per mode before timing.")
+flags.DEFINE_integer("repeats", 5, "Rounds over all candidates; the median is reported.")
+flags.DEFINE_integer("iters", 2, "Calls per candidate per round.")
+flags.DEFINE_integer("memory_batch_size", 32, "Batch size of the memory probe (0: skip).")
+flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
+flags.DEFINE_string("memory_probe", None, "Internal: run the memory probe for this model.")
+
+YARDSTICK = "keras_resnet50"
+
+
+def build(name, image_size, dtype_policy):
+    import keras
+
+    from sknet_keras.applications import build_model
+
+    keras.mixed_precision.set_dtype_policy(dtype_policy)
+    if name == YARDSTICK:
+        return keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3))
+    return build_model(name, input_shape=(image_size, image_size, 3))
+
+
+def compile_for_training(model, jit_compile):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+
+
+def _data(batch_size, image_size, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, image_size, image_size, 3), dtype="float32")
+    y = rng.integers(0, 1000, batch_size)
+    return x, y
+
+
+def runners(model, x, y, modes, jit_compile):
+    import tensorflow as tf
+
+    forward = tf.function(lambda t: model(t, training=False), jit_compile=jit_compile)
+    xt = tf.constant(x)
+    table = {
+        "predict": lambda: model.predict_on_batch(x),
+        "function": lambda: forward(xt).numpy(),
+        "train": lambda: model.train_on_batch(x, y),
+    }
+    return {m: table[m] for m in modes}
+
+
+def measure(names, batch_size, image_size, dtype_policy, jit_compile, modes, warmup, repeats,
+            iters, log=print):
+    """{model: {mode: {"images_per_s": median, "samples": [...]}}}, candidates alternated."""
+    x, y = _data(batch_size, image_size)
+    candidates = {}
+    for name in names:
+        model = build(name, image_size, dtype_policy)
+        compile_for_training(model, jit_compile)
+        candidates[name] = runners(model, x, y, modes, jit_compile)
+        for run in candidates[name].values():
+            for _ in range(warmup):
+                run()
+        log(f"  built and warmed up {name}")
+    samples = {n: {m: [] for m in modes} for n in names}
+    for r in range(repeats):
+        for name in names:
+            for mode, run in candidates[name].items():
+                start = time.perf_counter()
+                for _ in range(iters):
+                    run()
+                samples[name][mode].append(batch_size * iters / (time.perf_counter() - start))
+        log(f"  round {r + 1}/{repeats} done")
+    return {n: {m: {"images_per_s": statistics.median(s), "samples": s}
+                for m, s in modes_.items()} for n, modes_ in samples.items()}
+
+
+def _rss_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_probe(name, batch_size, image_size, dtype_policy, jit_compile):
+    """Peak RSS (MiB) of training steps above the post-import baseline, this process."""
+    import tensorflow as tf  # noqa: F401  (baseline includes TensorFlow itself)
+
+    baseline = _rss_kb("VmRSS")
+    model = build(name, image_size, dtype_policy)
+    compile_for_training(model, jit_compile)
+    x, y = _data(batch_size, image_size)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    return (_rss_kb("VmHWM") - baseline) / 1024
+
+
+def peak_memory(name):
+    cmd = [sys.executable, "-m", "sknet_keras.benchmark", f"--memory_probe={name}",
+           f"--memory_batch_size={FLAGS.memory_batch_size}", f"--image_size={FLAGS.image_size}",
+           f"--dtype_policy={FLAGS.dtype_policy}", f"--jit_compile={FLAGS.jit_compile}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def report(results, memory, modes):
+    base = results[YARDSTICK]
+    header = f"{'model':<16}" + "".join(f"{m + ' img/s':>16}{'ratio':>7}" for m in modes)
+    if memory:
+        header += f"{'train peak MiB':>16}{'ratio':>7}"
+    lines = [header]
+    for name, res in results.items():
+        row = f"{name:<16}"
+        for m in modes:
+            v = res[m]["images_per_s"]
+            row += f"{v:>16.2f}{v / base[m]['images_per_s']:>7.2f}"
+        if memory:
+            row += f"{memory[name]:>16.0f}{memory[name] / memory[YARDSTICK]:>7.2f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.memory_probe:
+        peak = memory_probe(FLAGS.memory_probe, FLAGS.memory_batch_size, FLAGS.image_size,
+                            FLAGS.dtype_policy, FLAGS.jit_compile)
+        print(json.dumps({"peak_mib": peak}))
+        return
+    from sknet_keras.registry import get_model_config
+
+    names = [YARDSTICK] + [get_model_config(n).name for n in FLAGS.models]
+    unknown = set(FLAGS.modes) - {"predict", "function", "train"}
+    if unknown:
+        raise app.UsageError(f"--modes: unknown mode(s) {sorted(unknown)}")
+    import tensorflow as tf
+
+    print(f"batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}, "
+          f"{FLAGS.dtype_policy}, jit_compile={FLAGS.jit_compile}, "
+          f"{os.cpu_count()} CPUs, devices: {[d.name for d in tf.config.list_logical_devices()]}")
+    results = measure(names, FLAGS.batch_size, FLAGS.image_size, FLAGS.dtype_policy,
+                      FLAGS.jit_compile, FLAGS.modes, FLAGS.warmup, FLAGS.repeats, FLAGS.iters)
+    memory = {n: peak_memory(n) for n in names} if FLAGS.memory_batch_size else {}
+    print(report(results, memory, FLAGS.modes))
+    payload = {
+        "settings": {k: getattr(FLAGS, k) for k in ("batch_size", "image_size", "dtype_policy",
+                                                   "jit_compile", "modes", "repeats", "iters",
+                                                   "memory_batch_size")},
+        "results": results,
+        "train_peak_mib": memory,
+        "tensorflow": tf.__version__,
+    }
+    with open(FLAGS.output, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,58 @@
+"""BatchNorm: Keras' BatchNormalization, run through TensorFlow's fused kernel when it can.
+
+Written because Keras 3 computes batch normalization from separate ops (moments, then
+scale and shift: three passes over the activations in training), while TensorFlow's
+`FusedBatchNormV3` does it in one oneDNN/cuDNN kernel, and at inference lets Grappler fold
+it into the preceding convolution. Same variables, names and config as Keras' layer, so
+weight files and converters are unaffected. Like PyTorch and cuDNN, the moving variance is
+updated with the unbiased batch variance.
+
+The fused path is taken on the TensorFlow backend for 4D channels-last inputs with no mask
+and no renormalization; everything else falls back to Keras' implementation.
+"""
+
+import keras
+
+_register = keras.saving.register_keras_serializable(package="sknet_keras")
+
+
+def _fused_ok(layer, inputs, mask):
+    return (
+        keras.backend.backend() == "tensorflow"
+        and len(inputs.shape) == 4
+        and layer.axis in (-1, 3)
+        and mask is None
+        and not getattr(layer, "renorm", False)
+        and layer.center
+        and layer.scale
+    )
+
+
+@_register
+class BatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel (see module doc)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not _fused_ok(self, inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = tf.cast(x, self.compute_dtype)
+        gamma = tf.cast(self.gamma.value, tf.float32)
+        beta = tf.cast(self.beta.value, tf.float32)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, "float32") * (1 - m))
+            self.moving_variance.assign(
+                self.moving_variance * m + tf.cast(variance, "float32") * (1 - m))
+            return y
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta,
+            mean=tf.cast(self.moving_mean.value, tf.float32),
+            variance=tf.cast(self.moving_variance.value, tf.float32),
+            epsilon=self.epsilon, data_format="NHWC", is_training=False)
+        return y

@@ -1,0 +1,109 @@
+"""The speed paths compute the same function as the straightforward ones."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import MINI_SKRESNEXT
+from sknet_keras.applications import build_model
+from sknet_keras.layers import BatchNorm, SelectiveKernel
+from sknet_keras.layers.group_conv import GroupConv2D
+
+
+def _randomize(layer, rng):
+    for w in layer.weights:
+        if w.path.endswith("moving_variance") or w.path.endswith("gamma"):
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+        else:
+            w.assign(rng.normal(0, 0.3, w.shape))
+
+
+def _pair(rng, **kwargs):
+    fast = SelectiveKernel(32, groups=8, return_attention=True, min_attn_channels=8, **kwargs)
+    ref = SelectiveKernel(32, groups=8, return_attention=True, min_attn_channels=8,
+                          implementation="reference", **kwargs)
+    shape = (4, 9, 10, 32)
+    fast.build(shape)
+    ref.build(shape)
+    _randomize(fast, rng)
+    ref.set_weights(fast.get_weights())
+    return fast, ref, tf.constant(rng.standard_normal(shape).astype("float32"))
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_fused_inference_equals_reference_forward_and_gradients(strides, rng):
+    fast, ref, x = _pair(rng, strides=strides)
+    results = []
+    for layer in (fast, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            v, a = layer(x, training=False)
+            loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * a)
+        grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+        results.append((v.numpy(), a.numpy(), [g.numpy() for g in grads]))
+    (v1, a1, g1), (v2, a2, g2) = results
+    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a1, a2, rtol=1e-5, atol=1e-6)
+    for p, q in zip(g1, g2):
+        np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_inference_under_bfloat16_stays_close(rng):
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    fast, ref, x = _pair(rng)
+    v1, a1 = fast(x, training=False)
+    v2, a2 = ref(x, training=False)
+    assert v1.dtype == v2.dtype == tf.bfloat16 and a1.dtype == a2.dtype == tf.float32
+    np.testing.assert_allclose(a1.numpy(), a2.numpy(), atol=2e-2)
+    np.testing.assert_allclose(tf.cast(v1, "float32").numpy(), tf.cast(v2, "float32").numpy(),
+                               rtol=5e-2, atol=5e-2)
+
+
+def test_fused_batch_norm_matches_keras_batch_norm(rng):
+    x = tf.constant(rng.normal(1.0, 2.0, (6, 5, 4, 8)).astype("float32"))
+    ours = BatchNorm(momentum=0.9, epsilon=1e-5)
+    theirs = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    _randomize(ours, rng)
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    before_var = ours.moving_variance.numpy().copy()
+    np.testing.assert_allclose(ours(x, training=True), theirs(x, training=True),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), theirs.moving_mean.numpy(), rtol=1e-5)
+    n = 6 * 5 * 4
+    unbiased = x.numpy().reshape(-1, 8).var(0) * n / (n - 1)
+    np.testing.assert_allclose(ours.moving_variance.numpy(),
+                               0.9 * before_var + 0.1 * unbiased, rtol=1e-5)
+    assert ours.get_config()["momentum"] == 0.9
+
+
+def test_model_fast_paths_equal_reference_model(rng):
+    fast = build_model(MINI_SKRESNEXT, input_shape=(40, 48, 3), classes=5)
+    ref = keras.Model.from_config(fast.get_config())
+    for layer in ref.layers:
+        if isinstance(layer, SelectiveKernel):
+            layer.implementation = "reference"
+    for w in fast.weights:
+        if "moving" in w.path or "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+    ref.set_weights(fast.get_weights())
+    x = rng.random((3, 40, 48, 3), "float32")
+    np.testing.assert_allclose(fast.predict(x, verbose=0), ref.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_group_conv_same_padding_path_equals_explicit_padding(rng):
+    """The stride-1 "SAME" shortcut is the symmetric padding, also for dilation 2."""
+    x = rng.standard_normal((2, 9, 8, 8)).astype("float32")
+    same = GroupConv2D(8, 3, dilation_rate=2, groups=2)
+    odd = GroupConv2D(8, 3, dilation_rate=2, groups=2, padding=3)  # not "same": explicit pad
+    same.build(x.shape)
+    odd.build(x.shape)
+    odd.set_weights(same.get_weights())
+    y_same, y_odd = same(x).numpy(), odd(x).numpy()
+    assert y_same.shape == (2, 9, 8, 8) and y_odd.shape == (2, 11, 10, 8)
+    np.testing.assert_allclose(y_same, y_odd[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
