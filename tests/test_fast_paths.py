@@ -107,3 +107,23 @@ def test_group_conv_same_padding_path_equals_explicit_padding(rng):
     y_same, y_odd = same(x).numpy(), odd(x).numpy()
     assert y_same.shape == (2, 9, 8, 8) and y_odd.shape == (2, 11, 10, 8)
     np.testing.assert_allclose(y_same, y_odd[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,dilation", [(1, 2), (2, 1)])
+def test_float16_grouped_dilated_conv_trains_on_cpu(strides, dilation, rng):
+    """TF's CPU float16 conv backprop has no groups and no dilation; the layer still trains."""
+    x = tf.constant(rng.standard_normal((2, 9, 9, 8)).astype("float16"))
+    layer16 = GroupConv2D(8, 3, strides=strides, dilation_rate=dilation, groups=2,
+                          dtype="mixed_float16")
+    layer32 = GroupConv2D(8, 3, strides=strides, dilation_rate=dilation, groups=2)
+    layer16.build(x.shape)
+    layer32.build(x.shape)
+    layer32.set_weights(layer16.get_weights())
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer16(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+    gx, gk = tape.gradient(loss, [x, layer16.kernel.value])
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(),
+                               layer32(tf.cast(x, tf.float32)).numpy(), rtol=2e-2, atol=2e-2)
+    assert np.all(np.isfinite(gx.numpy())) and np.all(np.isfinite(gk.numpy()))

@@ -7,8 +7,9 @@ it into the preceding convolution. Same variables, names and config as Keras' la
 weight files and converters are unaffected. Like PyTorch and cuDNN, the moving variance is
 updated with the unbiased batch variance.
 
-The fused path is taken on the TensorFlow backend for 4D channels-last inputs with no mask
-and no renormalization; everything else falls back to Keras' implementation.
+The fused path is taken on the TensorFlow backend for 4D channels-last inputs with no mask,
+no renormalization and no cross-replica synchronization; everything else falls back to
+Keras' implementation.
 """
 
 import keras
@@ -22,6 +23,7 @@ def _fused_ok(layer, inputs, mask):
         and len(inputs.shape) == 4
         and layer.axis in (-1, 3)
         and mask is None
+        and not getattr(layer, "synchronized", False)
         and not getattr(layer, "renorm", False)
         and layer.center
         and layer.scale

@@ -55,6 +55,12 @@ def _use_tf_conv():
     return keras.backend.backend() == "tensorflow"
 
 
+def _cpu_float16(dtype):
+    import tensorflow as tf
+
+    return dtype == "float16" and not tf.config.list_logical_devices("GPU")
+
+
 def subsample(x, sh, sw):
     """x[:, ::sh, ::sw, :] (NHWC), computed as a 1×1 strided max pool (see module doc)."""
     if sh == 1 and sw == 1:
@@ -154,10 +160,16 @@ class GroupConv2D(keras.layers.Layer):
         if _use_tf_conv():
             import tensorflow as tf
 
+            # TensorFlow's CPU float16 convolutions support neither groups nor dilation in
+            # their backprop kernels: on CPU, float16 convs run in float32 (cast in and out).
+            in_f32 = _cpu_float16(self.compute_dtype)
             y = tf.nn.conv2d(
-                x, kernel, strides=[1, st_h, st_w, 1], padding=padding,
-                dilations=[1, dil_h, dil_w, 1],
+                tf.cast(x, tf.float32) if in_f32 else x,
+                tf.cast(kernel, tf.float32) if in_f32 else kernel,
+                strides=[1, st_h, st_w, 1], padding=padding, dilations=[1, dil_h, dil_w, 1],
             )
+            if in_f32:
+                y = tf.cast(y, self.compute_dtype)
         else:
             y = ops.conv(x, kernel, strides=(st_h, st_w), padding=padding.lower(),
                          dilation_rate=(dil_h, dil_w))

@@ -1,0 +1,319 @@
+"""The trainer: command line, real tfds reading, strategies, resume after SIGKILL, precision."""
+
+import gzip
+import http.server
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sknet_keras.trainers import data as data_lib
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+TRAIN = [sys.executable, "-m", "sknet_keras.trainers.train"]
+SMALL = ["--model=mini_sknet", "--image_size=32", "--batch_size=32", "--export=false"]
+
+
+def run_train(args, timeout=600, check=True):
+    proc = subprocess.run(TRAIN + args, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def result(model_dir, name="result.json"):
+    with open(os.path.join(model_dir, name)) as f:
+        return json.load(f)
+
+
+def jpeg_bytes(rng, h=40, w=48):
+    return tf.io.encode_jpeg(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).numpy()
+
+
+# --- command line ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,flag", [
+    (["--model=sknet51"], "--model"),
+    (["--strategy=default", "--cpu_replicas=2"], "--cpu_replicas"),
+    (["--batch_size=0"], "--batch_size"),
+    (["--image_size=16"], "--image_size"),
+    (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
+    (["--strategy=multi_worker_mirrored"], "TF_CONFIG"),
+    (["--no_such_flag=1"], "no_such_flag"),
+])
+def test_bad_flags_fail_at_once_naming_the_flag(args, flag):
+    start = time.time()
+    proc = run_train(args, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert flag in proc.stderr + proc.stdout
+    assert time.time() - start < 60
+
+
+def test_missing_cifar_fails_fast_saying_what_to_download(tmp_path):
+    start = time.time()
+    with pytest.raises(data_lib.DataError, match=r"(?s)cifar100 is not prepared.*"
+                                                 r"tfds build.*cifar-100-binary.tar.gz"):
+        data_lib.load_spec("cifar100", str(tmp_path))
+    assert time.time() - start < 20
+
+
+# --- learning, outputs, progress ------------------------------------------------------------
+
+def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
+    model_dir = str(tmp_path / "run")
+    proc = run_train(["--model=mini_sknet", "--epochs=3", "--steps_per_loop=11",
+                      f"--model_dir={model_dir}"])
+    res = result(model_dir)
+    assert res["val_top1"] > 0.5, res  # chance is 0.1
+    assert res["step"] == 3 * (1437 // 64)
+    assert "img/s" in proc.stdout and "validation accuracy" in proc.stdout
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    events = [f for f in os.listdir(os.path.join(model_dir, "logs")) if "tfevents" in f]
+    assert events
+    served = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+    out = served.serve(tf.zeros([2, 32, 32, 3]))
+    assert out.shape == (2, 10) and out.dtype == tf.float32
+    assert os.path.exists(os.path.join(model_dir, "final.weights.h5"))
+
+
+def test_sigkill_mid_epoch_resumes_at_the_last_checkpoint(tmp_path):
+    model_dir = str(tmp_path / "run")
+    args = SMALL + ["--steps_per_epoch=8", "--max_steps=16", "--steps_per_loop=1",
+                    f"--model_dir={model_dir}", "--mixed_precision=float32"]
+    proc = subprocess.Popen(TRAIN + args, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+        if latest and int(latest.rsplit("-", 1)[1]) >= 10:  # mid second epoch
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit("-", 1)[1])
+    assert 10 <= killed_at < 16, killed_at
+    resumed = run_train(args)
+    assert f"at step {killed_at}" in resumed.stdout
+    assert result(model_dir)["step"] == 16
+
+
+def test_bfloat16_and_float16_keep_float32_master_weights():
+    from sknet_keras.registry import get_model_config
+    from sknet_keras.trainers.loop import Trainer
+    from sknet_keras.trainers.schedules import WarmupSchedule
+
+    spec = data_lib.load_spec("digits")
+    pipeline = data_lib.PipelineConfig(image_size=32, augment="none")
+    for precision in ("bfloat16", "float16"):
+        import tempfile
+
+        trainer = Trainer(tf.distribute.get_strategy(), get_model_config("mini_sknet"), spec,
+                          pipeline, tempfile.mkdtemp(), global_batch_size=16, epochs=1,
+                          steps_per_epoch=2, max_steps=2,
+                          schedule=WarmupSchedule(0.05, 2, 1), precision=precision,
+                          log=lambda *a: None)
+        history = trainer.train()
+        assert np.isfinite(history["loss"])
+        assert all(w.dtype == "float32" for w in trainer.model.weights)
+        out = trainer.model(np.zeros((1, 32, 32, 3), "float32"), training=False)
+        assert out.dtype == "float32"
+        assert trainer.model.get_layer("conv2_block1_2_sk").compute_dtype == {
+            "bfloat16": "bfloat16", "float16": "float16"}[precision]
+
+
+# --- distribution ---------------------------------------------------------------------------
+
+MIRRORED_CHECK = r"""
+import json, sys, tempfile
+import numpy as np, tensorflow as tf
+from sknet_keras.trainers.strategy import make_strategy
+strategy = make_strategy("mirrored", cpu_replicas=2)
+from sknet_keras.registry import get_model_config
+from sknet_keras.trainers import data as data_lib
+from sknet_keras.trainers.loop import Trainer
+from sknet_keras.trainers.schedules import WarmupSchedule
+spec = data_lib.load_spec("digits")
+pipeline = data_lib.PipelineConfig(image_size=32, augment="none")
+losses = []
+trainer = Trainer(strategy, get_model_config("mini_sknet"), spec, pipeline, tempfile.mkdtemp(),
+                  global_batch_size=64, epochs=3, steps_per_epoch=22, max_steps=None,
+                  schedule=WarmupSchedule(0.1, 22, 3, "cosine"), precision="float32",
+                  steps_per_loop=22, sync_bn=sys.argv[1] == "sync", log=lambda *a: None)
+first = None
+for epoch in range(3):
+    trainer.max_steps = 22 * (epoch + 1)
+    h = trainer.train()
+    losses.append(h["loss"])
+bn = trainer.model.get_layer("conv2_block1_1_bn")
+replicas = [v.numpy().tolist() for v in bn.moving_mean.value.values] \
+    if hasattr(bn.moving_mean.value, "values") else None
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
+                  "moving_mean_per_replica": replicas}))
+"""
+
+
+@pytest.mark.parametrize("bn", ["sync", "local"])
+def test_mirrored_strategy_over_two_cpus(bn):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_CHECK, bn], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert out["losses"][-1] < out["losses"][0], out["losses"]
+    per_replica = out["moving_mean_per_replica"]
+    assert per_replica and len(per_replica) == 2
+    np.testing.assert_array_equal(per_replica[0], per_replica[1])
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_two_processes(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    model_dir = str(tmp_path / "run")
+    procs = []
+    for task in range(2):
+        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster,
+                                              "task": {"type": "worker", "index": task}}))
+        procs.append(subprocess.Popen(
+            TRAIN + SMALL + ["--strategy=multi_worker_mirrored", "--max_steps=4",
+                             "--steps_per_epoch=4", "--steps_per_loop=2",
+                             "--mixed_precision=float32", f"--model_dir={model_dir}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    chief, other = result(model_dir), result(model_dir, "result.worker1.json")
+    assert chief["step"] == other["step"] == 4
+    assert chief["weights_checksum"] == other["weights_checksum"]
+    assert "over 2 replica(s)" in outputs[0]
+
+
+# --- real tfds reading ----------------------------------------------------------------------
+
+def _tar_bytes(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def test_imagenet2012_prepared_by_tfds_from_a_miniature_manual_dir(tmp_path, rng):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    wnids = ["n01440764", "n01443537"]
+    class_tars = [(f"{w}.tar", _tar_bytes([(f"{w}_{i}.JPEG", jpeg_bytes(rng))
+                                           for i in range(4)])) for w in wnids]
+    (manual / "ILSVRC2012_img_train.tar").write_bytes(_tar_bytes(class_tars))
+    val = [(f"ILSVRC2012_val_{i:08d}.JPEG", jpeg_bytes(rng)) for i in range(1, 5)]
+    (manual / "ILSVRC2012_img_val.tar").write_bytes(_tar_bytes(val))
+    data_dir = str(tmp_path / "tfds")
+    data_lib.prepare_imagenet(data_dir, str(manual))
+    spec = data_lib.load_spec("imagenet2012", data_dir)
+    assert (spec.num_classes, spec.train_examples, spec.eval_examples) == (1000, 8, 4)
+    pipeline = data_lib.PipelineConfig(image_size=32)
+    images, labels = next(iter(data_lib.make_dataset(spec, "train", pipeline, 4, True)))
+    assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
+    assert set(np.argmax(labels, -1)) <= {0, 1}  # n01440764 and n01443537 are classes 0, 1
+    model_dir = str(tmp_path / "run")
+    run_train(["--model=mini_sknet", "--dataset=imagenet2012", f"--data_dir={data_dir}",
+               "--image_size=32", "--batch_size=4", "--max_steps=2", "--export=false",
+               f"--model_dir={model_dir}"])
+    assert result(model_dir)["val_examples"] == 4
+
+
+def test_corrupt_images_are_named_and_skipped_or_stop_the_run(tmp_path, rng):
+    root = tmp_path / "folder"
+    for split, n in (("train", 6), ("validation", 2)):
+        for cls in ("cat", "dog"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                (d / f"{cls}{i}.jpg").write_bytes(jpeg_bytes(rng))
+    good = jpeg_bytes(rng)
+    (root / "train" / "dog" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    model_dir = str(tmp_path / "run")
+    args = ["--model=mini_sknet", "--dataset=image_folder", f"--data_dir={root}",
+            "--image_size=32", "--batch_size=4", "--steps_per_epoch=3", "--epochs=1",
+            "--export=false"]
+    proc = run_train(args + [f"--model_dir={model_dir}"])
+    assert "broken.jpg" in proc.stderr
+    assert result(model_dir)["skipped_images"] == 1
+    stopped = run_train(args + [f"--model_dir={tmp_path / 'run2'}", "--on_bad_image=stop"],
+                        check=False)
+    assert stopped.returncode != 0
+    assert "broken.jpg" in stopped.stderr + stopped.stdout
+
+
+def _cifar_archive(rng, n_train=20, n_test=10):
+    def batch(n):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        pixels = rng.integers(0, 255, (n, 3072), dtype=np.uint8)
+        return np.concatenate([labels[:, None], pixels], 1).tobytes()
+
+    members = [(f"cifar-10-batches-bin/data_batch_{i}.bin", batch(n_train // 5))
+               for i in range(1, 6)]
+    members += [("cifar-10-batches-bin/test_batch.bin", batch(n_test)),
+                ("cifar-10-batches-bin/batches.meta.txt",
+                 "\n".join(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                            "horse", "ship", "truck"]).encode())]
+    return gzip.compress(_tar_bytes(members))
+
+
+def test_cifar10_through_tfds_reading_code_from_a_local_server(tmp_path, rng, monkeypatch):
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import cifar
+
+    payload = _cifar_archive(rng)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/cifar-10-binary.tar.gz"
+    original = cifar.Cifar10._cifar_info.fget
+    monkeypatch.setattr(cifar.Cifar10, "_cifar_info", property(
+        lambda self: original(self)._replace(url=url)))
+    try:
+        data_dir = str(tmp_path / "tfds")
+        tfds.builder("cifar10", data_dir=data_dir).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(register_checksums=False))
+    finally:
+        server.shutdown()
+    spec = data_lib.load_spec("cifar10", data_dir)
+    assert (spec.num_classes, spec.train_examples, spec.eval_examples) == (10, 20, 10)
+    pipeline = data_lib.PipelineConfig(image_size=32, augment="cifar")
+    images, labels = next(iter(data_lib.make_dataset(spec, "train", pipeline, 8, True)))
+    assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 10)
+    test_images, _ = next(iter(data_lib.make_dataset(spec, "test", pipeline, 10, False)))
+    assert test_images.shape == (10, 32, 32, 3)
