@@ -84,7 +84,15 @@ def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
     served = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
     out = served.serve(tf.zeros([2, 32, 32, 3]))
     assert out.shape == (2, 10) and out.dtype == tf.float32
-    assert os.path.exists(os.path.join(model_dir, "final.weights.h5"))
+    weights = os.path.join(model_dir, "final.weights.h5")
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "sknet_keras.trainers.evaluate", "--model=mini_sknet",
+         f"--weights={weights}", "--dataset=digits", "--image_sizes=32",
+         "--mixed_precision=bfloat16", f"--output={tmp_path / 'eval.json'}"],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    top1 = json.loads((tmp_path / "eval.json").read_text())["32"]["top1"]
+    assert abs(top1 - res["val_top1"]) <= 1 / 360  # same images, same weights, same numbers
 
 
 def test_sigkill_mid_epoch_resumes_at_the_last_checkpoint(tmp_path):
