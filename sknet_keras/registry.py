@@ -131,6 +131,34 @@ def sk_attn_channels(config: SKConfig, channels: int, stage: int) -> int:
     return max(reduced, config.min_attn_channels)
 
 
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One residual unit: where it sits and what it does to shapes."""
+
+    stage: int  # 0-based; the papers' conv{stage + 2}
+    index: int  # 0-based within the stage
+    width: int
+    out_channels: int
+    strides: int
+    has_shortcut_conv: bool
+
+    @property
+    def keras_prefix(self):
+        return f"conv{self.stage + 2}_block{self.index + 1}"
+
+
+def units(config: ModelConfig):
+    """Every unit of a network in order. The stride-2 of a stage sits on its first unit;
+    a 1×1 shortcut projection appears where the stride or the width changes."""
+    channels = config.stem_width
+    for stage, (depth, width, out) in enumerate(
+            zip(config.depths, config.widths, config.out_channels)):
+        for index in range(depth):
+            strides = 2 if (index == 0 and stage > 0) else 1
+            yield Unit(stage, index, width, out, strides, strides != 1 or channels != out)
+            channels = out
+
+
 _RESNEXT_32x4d = dict(
     block="bottleneck",
     widths=(128, 256, 512, 1024),

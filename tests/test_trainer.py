@@ -325,3 +325,22 @@ def test_cifar10_through_tfds_reading_code_from_a_local_server(tmp_path, rng, mo
     assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 10)
     test_images, _ = next(iter(data_lib.make_dataset(spec, "test", pipeline, 10, False)))
     assert test_images.shape == (10, 32, 32, 3)
+
+
+def test_mixup_cutmix_and_randaugment_in_the_pipeline():
+    tf.random.set_seed(0)
+    spec = data_lib.load_spec("digits")
+    base = dict(image_size=32, augment="none", normalization="torch")
+    plain = data_lib.make_dataset(spec, "train", data_lib.PipelineConfig(**base), 16, True)
+    x0, y0 = next(iter(plain))
+    np.testing.assert_array_equal(np.sort(y0.numpy(), -1)[:, -1], 1.0)  # one-hot
+    mixed = data_lib.make_dataset(spec, "train", data_lib.PipelineConfig(
+        **base, mixup_alpha=0.4, cutmix_alpha=1.0), 16, True)
+    x1, y1 = next(iter(mixed))
+    np.testing.assert_allclose(y1.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert np.any((y1.numpy() > 0) & (y1.numpy() < 1))  # soft labels from mixing
+    ra = data_lib.make_dataset(spec, "train", data_lib.PipelineConfig(
+        **base, randaugment_magnitude=0.5), 16, True)
+    x2, _ = next(iter(ra))
+    assert x2.shape == x0.shape and np.all(np.isfinite(x2.numpy()))
+    assert not np.allclose(x2.numpy(), x0.numpy())

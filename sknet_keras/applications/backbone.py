@@ -13,7 +13,7 @@ from keras import layers
 
 from sknet_keras.layers import BatchNorm, GroupConv2D, SelectiveKernel, SqueezeExcite
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
-from sknet_keras.registry import ModelConfig, get_model_config, sk_attn_channels
+from sknet_keras.registry import ModelConfig, get_model_config, sk_attn_channels, units
 
 POOLINGS = (None, "avg", "max")
 
@@ -64,10 +64,10 @@ def _spatial_mixer(x, config, stage, filters, strides, prefix):
     return layers.ReLU(name=prefix + "_relu")(x)
 
 
-def _shortcut(x, out_channels, strides, prefix):
-    if strides == 1 and x.shape[-1] == out_channels:
+def _shortcut(x, unit, prefix):
+    if not unit.has_shortcut_conv:
         return x
-    x = _conv1x1(out_channels, prefix + "_0_conv", strides=strides)(x)
+    x = _conv1x1(unit.out_channels, prefix + "_0_conv", strides=unit.strides)(x)
     return _bn(prefix + "_0_bn")(x)
 
 
@@ -78,23 +78,23 @@ def _finish_unit(x, shortcut, config, prefix):
     return layers.ReLU(name=prefix + "_out")(x)
 
 
-def bottleneck_unit(x, config, stage, width, out_channels, strides, prefix):
+def bottleneck_unit(x, config, unit, prefix):
     """1×1 reduce → [grouped 3×3 | SK] (carries the stride) → 1×1 expand → [SE] → + → ReLU."""
-    shortcut = _shortcut(x, out_channels, strides, prefix)
-    x = _conv1x1(width, prefix + "_1_conv")(x)
+    shortcut = _shortcut(x, unit, prefix)
+    x = _conv1x1(unit.width, prefix + "_1_conv")(x)
     x = _bn(prefix + "_1_bn")(x)
     x = layers.ReLU(name=prefix + "_1_relu")(x)
-    x = _spatial_mixer(x, config, stage, width, strides, prefix + "_2")
-    x = _conv1x1(out_channels, prefix + "_3_conv")(x)
+    x = _spatial_mixer(x, config, unit.stage, unit.width, unit.strides, prefix + "_2")
+    x = _conv1x1(unit.out_channels, prefix + "_3_conv")(x)
     x = _bn(prefix + "_3_bn")(x)
     return _finish_unit(x, shortcut, config, prefix)
 
 
-def basic_unit(x, config, stage, width, out_channels, strides, prefix):
+def basic_unit(x, config, unit, prefix):
     """[3×3 | SK] (carries the stride) → 3×3 → BN → [SE] → + → ReLU."""
-    shortcut = _shortcut(x, out_channels, strides, prefix)
-    x = _spatial_mixer(x, config, stage, width, strides, prefix + "_1")
-    x = GroupConv2D(out_channels, 3, name=prefix + "_2_conv")(x)
+    shortcut = _shortcut(x, unit, prefix)
+    x = _spatial_mixer(x, config, unit.stage, unit.width, unit.strides, prefix + "_1")
+    x = GroupConv2D(unit.out_channels, 3, name=prefix + "_2_conv")(x)
     x = _bn(prefix + "_2_bn")(x)
     return _finish_unit(x, shortcut, config, prefix)
 
@@ -105,13 +105,9 @@ UNITS = {"bottleneck": bottleneck_unit, "basic": basic_unit}
 def backbone(x, config: ModelConfig):
     """Stem and all stages; returns the last stage's feature map."""
     x = stem(x, config)
-    unit = UNITS[config.block]
-    for stage, (depth, width, out) in enumerate(
-        zip(config.depths, config.widths, config.out_channels)
-    ):
-        for b in range(depth):
-            strides = 2 if (b == 0 and stage > 0) else 1
-            x = unit(x, config, stage, width, out, strides, f"conv{stage + 2}_block{b + 1}")
+    build_unit = UNITS[config.block]
+    for unit in units(config):
+        x = build_unit(x, config, unit, unit.keras_prefix)
     return x
 
 

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 
 from sknet_keras.convert.timm import conv_kernel, dense_kernel, pointwise_kernel
-from sknet_keras.registry import get_model_config
+from sknet_keras.registry import get_model_config, units
 
 # caffe.proto field numbers.
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
@@ -181,26 +181,23 @@ def caffe_mapping(model_config, include_top=True):
 
     conv("conv1_conv", "conv1/7x7_s2")
     bn("conv1_bn", "conv1/7x7_s2/bn")
-    channels = config.stem_width
-    for s, (depth, out_ch) in enumerate(zip(config.depths, config.out_channels)):
-        for b in range(depth):
-            c, p = f"conv{s + 2}_{b + 1}", f"conv{s + 2}_block{b + 1}"
-            conv(f"{p}_1_conv", f"{c}/1x1_reduce")
-            bn(f"{p}_1_bn", f"{c}/1x1_reduce/bn")
-            for m, (_, d, g) in enumerate(config.sk.branches):
-                g = config.groups if g is None else g
-                layer = f"{c}/3x3g{g}" + (f"d{d}" if d > 1 else "")
-                conv(f"{p}_2_sk/branch{m}_conv", layer)
-                bn(f"{p}_2_sk/branch{m}_bn", f"{layer}/bn")
-            conv(f"{p}_2_sk/fuse_conv", f"{c}/B_fc1", pointwise_kernel)
-            bn(f"{p}_2_sk/fuse_bn", f"{c}/B_fc1/bn")
-            conv(f"{p}_2_sk/select_conv", f"{c}/B_fc2", pointwise_kernel)
-            conv(f"{p}_3_conv", f"{c}/1x1_increase")
-            bn(f"{p}_3_bn", f"{c}/1x1_increase/bn")
-            if b == 0 and (s > 0 or channels != out_ch):
-                conv(f"{p}_0_conv", f"{c}/1x1_proj")
-                bn(f"{p}_0_bn", f"{c}/1x1_proj/bn")
-            channels = out_ch
+    for unit in units(config):
+        c, p = f"conv{unit.stage + 2}_{unit.index + 1}", unit.keras_prefix
+        conv(f"{p}_1_conv", f"{c}/1x1_reduce")
+        bn(f"{p}_1_bn", f"{c}/1x1_reduce/bn")
+        for m, (_, d, g) in enumerate(config.sk.branches):
+            g = config.groups if g is None else g
+            layer = f"{c}/3x3g{g}" + (f"d{d}" if d > 1 else "")
+            conv(f"{p}_2_sk/branch{m}_conv", layer)
+            bn(f"{p}_2_sk/branch{m}_bn", f"{layer}/bn")
+        conv(f"{p}_2_sk/fuse_conv", f"{c}/B_fc1", pointwise_kernel)
+        bn(f"{p}_2_sk/fuse_bn", f"{c}/B_fc1/bn")
+        conv(f"{p}_2_sk/select_conv", f"{c}/B_fc2", pointwise_kernel)
+        conv(f"{p}_3_conv", f"{c}/1x1_increase")
+        bn(f"{p}_3_bn", f"{c}/1x1_increase/bn")
+        if unit.has_shortcut_conv:
+            conv(f"{p}_0_conv", f"{c}/1x1_proj")
+            bn(f"{p}_0_bn", f"{c}/1x1_proj/bn")
     if include_top:
         out["predictions/kernel"] = ("classifier#0", dense_kernel)
         out["predictions/bias"] = ("classifier#1", flat)

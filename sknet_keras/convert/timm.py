@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from sknet_keras.registry import get_model_config
+from sknet_keras.registry import get_model_config, units
 
 _BN = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
        ("moving_variance", "running_var"))
@@ -97,14 +97,9 @@ def timm_mapping(model_config, include_top=True):
     """{Keras weight path: (timm key, transform or None)} for a registry model."""
     config = get_model_config(model_config)
     out = _conv_bn("conv1", "conv1.weight", "bn1")
-    channels = config.stem_width
-    for s, (depth, out_ch) in enumerate(zip(config.depths, config.out_channels)):
-        for b in range(depth):
-            strides = 2 if (b == 0 and s > 0) else 1
-            has_shortcut = strides != 1 or channels != out_ch
-            out.update(_unit(config, f"conv{s + 2}_block{b + 1}", f"layer{s + 1}.{b}",
-                             has_shortcut))
-            channels = out_ch
+    for unit in units(config):
+        out.update(_unit(config, unit.keras_prefix, f"layer{unit.stage + 1}.{unit.index}",
+                         unit.has_shortcut_conv))
     if include_top:
         out["predictions/kernel"] = ("fc.weight", dense_kernel)
         out["predictions/bias"] = ("fc.bias", None)

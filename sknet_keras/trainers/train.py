@@ -45,6 +45,8 @@ flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --model_
 flags.DEFINE_enum("augment", None, ["senet", "cifar", "none"],
                   "Training augmentation (default: senet for ImageNet / image_folder, cifar "
                   "for CIFAR, none for digits).")
+flags.DEFINE_float("randaugment_magnitude", 0.0, "keras-cv RandAugment magnitude (0: off).")
+flags.DEFINE_integer("randaugment_ops", 2, "RandAugment operations per image.")
 flags.DEFINE_float("mixup_alpha", 0.0, "MixUp alpha (0: off).")
 flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix alpha (0: off).")
 flags.DEFINE_float("rotation", 10.0, "Random rotation range in degrees (SENet: 10).")
@@ -76,6 +78,9 @@ def validate_flags():
         raise app.UsageError(f"--image_size must be >= 32; got {FLAGS.image_size}")
     if FLAGS.learning_rate is not None and FLAGS.learning_rate <= 0:
         raise app.UsageError(f"--learning_rate must be > 0; got {FLAGS.learning_rate}")
+    if not 0 <= FLAGS.randaugment_magnitude <= 1:
+        raise app.UsageError("--randaugment_magnitude must be in [0, 1]; got "
+                             f"{FLAGS.randaugment_magnitude}")
     if FLAGS.jit_compile and FLAGS.sync_bn:
         raise app.UsageError("--jit_compile and --sync_bn cannot be combined (synchronized BN "
                              "all-reduces inside the XLA-compiled per-replica step)")
@@ -135,6 +140,7 @@ def main(argv):
         image_size=size, normalization=preprocessing_mode(config), augment=FLAGS.augment or augment,
         rotation=FLAGS.rotation,
         jitter=FLAGS.pixel_jitter, mixup_alpha=FLAGS.mixup_alpha,
+        randaugment_magnitude=FLAGS.randaugment_magnitude, randaugment_ops=FLAGS.randaugment_ops,
         cutmix_alpha=FLAGS.cutmix_alpha, on_bad_image=FLAGS.on_bad_image, seed=FLAGS.seed,
         crop_fraction=0.875, eval_interpolation="bicubic")
     kind = FLAGS.lr_schedule or ("cosine" if FLAGS.dataset == "digits" else "step")
