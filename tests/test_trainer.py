@@ -73,6 +73,7 @@ def test_missing_cifar_fails_fast_saying_what_to_download(tmp_path):
 def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
     model_dir = str(tmp_path / "run")
     proc = run_train(["--model=mini_sknet", "--epochs=3", "--steps_per_loop=11",
+                      "--learning_rate=0.4",
                       f"--model_dir={model_dir}"])
     res = result(model_dir)
     assert res["val_top1"] > 0.5, res  # chance is 0.1

@@ -17,11 +17,11 @@ flags.DEFINE_enum("dataset", "digits", ["imagenet2012", "cifar10", "cifar100", "
                                         "digits"], "Dataset.")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
 flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, TensorBoard logs, exports.")
-flags.DEFINE_integer("epochs", None, "Epochs (default: 100 for ImageNet, 200 CIFAR, 6 digits).")
+flags.DEFINE_integer("epochs", None, "Epochs (default: 100 for ImageNet, 200 CIFAR, 10 digits).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (default 256; 64 for digits).")
 flags.DEFINE_integer("image_size", None, "Training resolution (224; 32 for CIFAR and digits).")
 flags.DEFINE_float("learning_rate", None, "Base learning rate for batch 256, scaled linearly "
-                   "(default 0.1; 0.4 for digits).")
+                   "(default 0.1).")
 flags.DEFINE_enum("lr_schedule", None, ["step", "cosine"],
                   "×0.1 every --decay_epochs (default; the papers), or cosine (default for "
                   "digits).")
@@ -59,7 +59,7 @@ flags.DEFINE_bool("export", True, "Write final.weights.h5 and a SavedModel at th
 DEFAULTS = {  # dataset -> (epochs, batch, image size, augmentation, base learning rate)
     "imagenet2012": (100, 256, 224, "senet", 0.1), "image_folder": (100, 256, 224, "senet", 0.1),
     "cifar10": (200, 128, 32, "cifar", 0.1), "cifar100": (200, 128, 32, "cifar", 0.1),
-    "digits": (6, 64, 32, "none", 0.4),
+    "digits": (10, 64, 32, "none", 0.1),
 }
 
 
