@@ -190,7 +190,7 @@ class SelectiveKernel(keras.layers.Layer):
         batch_stats = bool(training) and self.fuse_bn.trainable if self.attention else False
         if (self.implementation == "auto" and self.attention and not batch_stats
                 and keras.backend.backend() == "tensorflow"):
-            return self._call_fused(inputs, training)
+            return self._call_fused(inputs)
         xs = self._branch_inputs(inputs)
         feats = [
             ops.relu(bn(conv(x), training=training))
@@ -213,7 +213,7 @@ class SelectiveKernel(keras.layers.Layer):
             return [v, attn]
         return v
 
-    def _call_fused(self, inputs, training):
+    def _call_fused(self, inputs):
         import tensorflow as tf
 
         from sknet_keras.layers.sk_fused import sk_select
@@ -221,23 +221,14 @@ class SelectiveKernel(keras.layers.Layer):
         def f32(variable):
             return tf.cast(variable.value, tf.float32)
 
+        def bn_params(bn):
+            return tuple(f32(w) for w in (bn.gamma, bn.beta, bn.moving_mean,
+                                          bn.moving_variance))
+
         convs = [conv(x) for x, conv in zip(self._branch_inputs(inputs), self.branch_convs)]
-        bns = self.branch_bns + [self.fuse_bn]
-        batch_stats = bool(training) and self.fuse_bn.trainable
-        params = [(f32(b.gamma), f32(b.beta)) + (
-            () if batch_stats else (f32(b.moving_mean), f32(b.moving_variance)))
-            for b in bns]
-        out = sk_select(convs, params[:-1], f32(self.fuse_conv.kernel), params[-1],
-                        f32(self.select_conv.kernel), self.fuse_bn.epsilon, batch_stats)
-        if batch_stats:
-            v, attn, branch_stats, fuse_stats = out
-            for bn, (mean, var) in zip(bns, branch_stats + [fuse_stats]):
-                m = bn.momentum
-                bn.moving_mean.assign(bn.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
-                bn.moving_variance.assign(
-                    bn.moving_variance * m + tf.stop_gradient(var) * (1 - m))
-        else:
-            v, attn = out
+        v, attn = sk_select(convs, [bn_params(b) for b in self.branch_bns],
+                            f32(self.fuse_conv.kernel), bn_params(self.fuse_bn),
+                            f32(self.select_conv.kernel), self.fuse_bn.epsilon)
         return [v, attn] if self.return_attention else v
 
     def compute_output_shape(self, input_shape):
