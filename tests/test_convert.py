@@ -193,3 +193,24 @@ def test_imagenet_weights_from_a_local_copy_then_the_cache(tmp_path, monkeypatch
     assert applications.preprocessing_mode("sknet50") == "torch"
     assert applications.preprocessing_mode("sknet101_caffe") == "caffe"
     assert get_model_config("sknet101_caffe").sk.stage_attn_channels == (None, 16, None, None)
+
+
+@pytest.mark.parametrize("model_name,keys", [
+    ("resnext50", {"layer1.0.conv2.weight": (128, 4, 3, 3), "layer1.0.bn2.running_var": (128,),
+                   "layer2.0.downsample.0.weight": (512, 256, 1, 1), "fc.weight": (1000, 2048)}),
+    ("seresnext50", {"layer1.0.se.fc1.weight": (16, 256, 1, 1), "layer1.0.se.fc1.bias": (16,),
+                     "layer4.2.se.fc2.weight": (2048, 128, 1, 1)}),
+])
+def test_timm_layouts_of_plain_and_se_resnext_round_trip(model_name, keys, tmp_path, rng):
+    """timm's Bottleneck names (conv1/bn1…, se.fc1/fc2) with timm's shapes, and back exactly."""
+    model = build_model(model_name, input_shape=(64, 64, 3))
+    state = keras_to_timm(model, model_name)
+    for key, shape in keys.items():
+        assert state[key].shape == shape, key
+    assert not [k for k in state if "num_batches" in k]
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path))
+    convert("timm", model_name, path, tmp_path / "m.h5")
+    back = build_model(model_name, input_shape=(64, 64, 3), weights=str(tmp_path / "m.h5"))
+    x = rng.random((1, 64, 64, 3), "float32")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
