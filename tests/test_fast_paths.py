@@ -20,7 +20,8 @@ def _randomize(layer, rng):
 
 
 def _pair(rng, **kwargs):
-    fast = SelectiveKernel(32, groups=8, return_attention=True, min_attn_channels=8, **kwargs)
+    fast = SelectiveKernel(32, groups=8, return_attention=True, min_attn_channels=8,
+                           rematerialize=True, **kwargs)
     ref = SelectiveKernel(32, groups=8, return_attention=True, min_attn_channels=8,
                           implementation="reference", **kwargs)
     shape = (4, 9, 10, 32)
@@ -127,3 +128,26 @@ def test_float16_grouped_dilated_conv_trains_on_cpu(strides, dilation, rng):
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(),
                                layer32(tf.cast(x, tf.float32)).numpy(), rtol=2e-2, atol=2e-2)
     assert np.all(np.isfinite(gx.numpy())) and np.all(np.isfinite(gk.numpy()))
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_rematerialized_training_equals_reference(strides, rng):
+    """Training path (BN batch stats, recomputed in the backward) = reference: forward,
+    gradients and BN moving statistics."""
+    fast, ref, x = _pair(rng, strides=strides)
+    results = []
+    for layer in (fast, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            v, a = layer(x, training=True)
+            loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * tf.cos(a))
+        grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+        stats = [w.numpy() for w in layer.non_trainable_weights]
+        results.append((v.numpy(), a.numpy(), [g.numpy() for g in grads], stats))
+    (v1, a1, g1, s1), (v2, a2, g2, s2) = results
+    np.testing.assert_allclose(v1, v2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a1, a2, rtol=1e-4, atol=1e-5)
+    for p, q in zip(g1, g2):
+        np.testing.assert_allclose(p, q, rtol=1e-3, atol=1e-3)
+    for p, q in zip(s1, s2):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)

@@ -45,3 +45,46 @@ def sk_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps):
     """
     return _sk_select_inference(list(convs), [tuple(b) for b in branch_bn], fuse_kernel,
                                 tuple(fuse_bn), select_kernel, float(eps))
+
+
+def _branch_feats(convs, means, variances, gammas, betas, eps):
+    return [tf.nn.relu((tf.cast(c, tf.float32) - mu) * (tf.math.rsqrt(var + eps) * g) + b)
+            for c, mu, var, g, b in zip(convs, means, variances, gammas, betas)]
+
+
+def sk_train_rematerialized(convs, gammas, betas, eps, select_fn):
+    """Training-mode SK select that keeps only the branch conv outputs for the backward.
+
+    The branch BN+ReLU outputs (two N×H×W×C tensors per branch, the bulk of an SK unit's
+    activation memory) are recomputed in the backward pass (`tf.recompute_grad`) from the conv
+    outputs and the batch statistics, which are computed here, outside, so that gradients
+    flow through them as in ordinary BN. `select_fn(s)` maps the pooled sum (N, C) to the
+    attention (N, M, C); it runs normally (its tensors are small).
+
+    Returns V, the attention, and the per-branch (mean, biased variance) batch statistics.
+    """
+    m = len(convs)
+    stats = [tf.nn.moments(tf.cast(c, tf.float32), [0, 1, 2]) for c in convs]
+    means = [s[0] for s in stats]
+    variances = [s[1] for s in stats]
+    out_dtype = convs[0].dtype
+
+    @tf.recompute_grad
+    def pooled(*args):
+        feats = _branch_feats(args[:m], args[m:2 * m], args[2 * m:3 * m], args[3 * m:4 * m],
+                              args[4 * m:], eps)
+        return tf.add_n([tf.reduce_mean(f, axis=[1, 2]) for f in feats])
+
+    @tf.recompute_grad
+    def weighted(*args):
+        attn = args[-1]
+        feats = _branch_feats(args[:m], args[m:2 * m], args[2 * m:3 * m], args[3 * m:4 * m],
+                              args[4 * m:5 * m], eps)
+        v = feats[0] * attn[:, None, None, 0, :]
+        for i in range(1, m):
+            v += feats[i] * attn[:, None, None, i, :]
+        return tf.cast(v, out_dtype)
+
+    flat = list(convs) + means + variances + list(gammas) + list(betas)
+    attn = select_fn(pooled(*flat))
+    return weighted(*flat, attn), attn, stats

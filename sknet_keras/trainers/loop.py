@@ -33,7 +33,8 @@ class Trainer:
     def __init__(self, strategy, model_config, spec, pipeline, model_dir, *, global_batch_size,
                  epochs, steps_per_epoch, max_steps, schedule, optimizer_name="sgd",
                  weight_decay=1e-4, label_smoothing=0.1, precision="float32", jit_compile=False,
-                 steps_per_loop=50, resume=True, sync_bn=False, log=print):
+                 steps_per_loop=50, resume=True, sync_bn=False, rematerialize=False,
+                 log=print):
         from sknet_keras.applications import build_model
 
         self.strategy = strategy
@@ -57,10 +58,11 @@ class Trainer:
         with strategy.scope():
             self.model = build_model(model_config, input_shape=(pipeline.image_size,) * 2 + (3,),
                                      classes=spec.num_classes, classifier_activation=None)
-            if sync_bn:
-                for layer in self.model._flatten_layers():
-                    if isinstance(layer, keras.layers.BatchNormalization):
-                        layer.synchronized = True
+            for layer in self.model._flatten_layers():
+                if sync_bn and isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+                if rematerialize and hasattr(layer, "rematerialize"):
+                    layer.rematerialize = True
             optimizer = make_optimizer(optimizer_name, schedule, weight_decay)
             if precision == "float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -38,6 +38,8 @@ flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (r
 flags.DEFINE_string("tpu", None, "TPU address (--strategy=tpu).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica forward/backward.")
 flags.DEFINE_bool("sync_bn", False, "Synchronize BN batch statistics across replicas.")
+flags.DEFINE_bool("rematerialize", False, "Recompute SK branch activations in the backward "
+                  "(less memory, slower steps).")
 flags.DEFINE_integer("steps_per_epoch", None, "Override steps per epoch (short runs).")
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in all.")
 flags.DEFINE_integer("steps_per_loop", 50, "Steps per tf.function call (and per checkpoint).")
@@ -157,7 +159,7 @@ def main(argv):
                       weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing,
                       precision=precision, jit_compile=FLAGS.jit_compile,
                       steps_per_loop=FLAGS.steps_per_loop, resume=FLAGS.resume,
-                      sync_bn=FLAGS.sync_bn)
+                      sync_bn=FLAGS.sync_bn, rematerialize=FLAGS.rematerialize)
     history = trainer.train()
     if FLAGS.export:
         path = trainer.export()
