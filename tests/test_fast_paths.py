@@ -32,18 +32,22 @@ def _pair(rng, **kwargs):
     return fast, ref, tf.constant(rng.standard_normal(shape).astype("float32"))
 
 
+def _forward_backward(layer, x, training):
+    """Outputs, gradients (input and weights) and BN moving statistics after one call."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        v, a = layer(x, training=training)
+        loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * tf.cos(a))
+    grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+    stats = [w.numpy() for w in layer.non_trainable_weights]
+    return v.numpy(), a.numpy(), [g.numpy() for g in grads], stats
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_fused_inference_equals_reference_forward_and_gradients(strides, rng):
     fast, ref, x = _pair(rng, strides=strides)
-    results = []
-    for layer in (fast, ref):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            v, a = layer(x, training=False)
-            loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * a)
-        grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
-        results.append((v.numpy(), a.numpy(), [g.numpy() for g in grads]))
-    (v1, a1, g1), (v2, a2, g2) = results
+    (v1, a1, g1, _), (v2, a2, g2, _) = (_forward_backward(layer, x, False)
+                                        for layer in (fast, ref))
     np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a1, a2, rtol=1e-5, atol=1e-6)
     for p, q in zip(g1, g2):
@@ -135,16 +139,8 @@ def test_rematerialized_training_equals_reference(strides, rng):
     """Training path (BN batch stats, recomputed in the backward) = reference: forward,
     gradients and BN moving statistics."""
     fast, ref, x = _pair(rng, strides=strides)
-    results = []
-    for layer in (fast, ref):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            v, a = layer(x, training=True)
-            loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * tf.cos(a))
-        grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
-        stats = [w.numpy() for w in layer.non_trainable_weights]
-        results.append((v.numpy(), a.numpy(), [g.numpy() for g in grads], stats))
-    (v1, a1, g1, s1), (v2, a2, g2, s2) = results
+    (v1, a1, g1, s1), (v2, a2, g2, s2) = (_forward_backward(layer, x, True)
+                                          for layer in (fast, ref))
     np.testing.assert_allclose(v1, v2, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a1, a2, rtol=1e-4, atol=1e-5)
     for p, q in zip(g1, g2):
