@@ -41,7 +41,7 @@ class DataSpec:
     train_split: str
     eval_split: str
     builder: object = None  # tfds builder, or None for in-memory data
-    arrays: dict = None  # split -> (images uint8 NHWC, labels) for in-memory data
+    arrays: dict = None  # split -> (PNG-encoded images, labels) for in-memory data
 
 
 class DataError(ValueError):
@@ -62,8 +62,10 @@ def _digits_arrays(seed=0):
     labels = digits.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(labels))
     images, labels = images[order], labels[order]
+    # Encoded once here, not per epoch: the pipeline then treats them like files on disk.
+    encoded = np.array([tf.io.encode_png(img).numpy() for img in images], dtype=object)
     cut = int(len(labels) * 0.8)
-    return {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:])}
+    return {"train": (encoded[:cut], labels[:cut]), "test": (encoded[cut:], labels[cut:])}
 
 
 def load_spec(name, data_dir=None):
@@ -287,8 +289,7 @@ class BadImageCounter:
 def _records(spec, split, shuffle_files, seed):
     """(encoded image, label, file name) records of a split."""
     if spec.arrays is not None:
-        images, labels = spec.arrays[split]
-        encoded = [tf.io.encode_png(img).numpy() for img in images]
+        encoded, labels = spec.arrays[split]
         names = [f"{split}_{i:05d}" for i in range(len(labels))]
         return tf.data.Dataset.from_tensor_slices((encoded, labels, names))
     tfds = _tfds()

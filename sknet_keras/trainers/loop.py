@@ -14,6 +14,7 @@ epoch, not at the step. Here:
   trained on and ends at exactly the same step as an uninterrupted one.
 """
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -240,7 +241,7 @@ class Trainer:
         """Top-1 / top-5 on the eval split (centre crop); logged to TensorBoard."""
         pipeline = self.pipeline
         if image_size and image_size != pipeline.image_size:
-            pipeline = type(pipeline)(**{**pipeline.__dict__, "image_size": image_size})
+            pipeline = dataclasses.replace(pipeline, image_size=image_size)
         dataset = data_lib.distributed_dataset(self.strategy, self.spec, self.spec.eval_split,
                                                pipeline, self.global_batch_size, training=False,
                                                counter=self.bad_images)
