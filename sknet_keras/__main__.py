@@ -34,11 +34,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     rows = model_table(FLAGS.models or list_models(), FLAGS.image_size)
-    print(f"{'model':<14}{'trainable':>13}{'total':>13}{'GMACs@' + str(FLAGS.image_size):>11}"
+    print(f"{'model':<20}{'trainable':>13}{'total':>13}{'GMACs@' + str(FLAGS.image_size):>11}"
           f"{'paper top-1 err':>17}  description")
     for name, trainable, total, gmacs, err, desc in rows:
         err = f"{err:.2f}" if err is not None else "-"
-        print(f"{name:<14}{trainable:>13,}{total:>13,}{gmacs:>11.3f}{err:>17}  {desc}")
+        print(f"{name:<20}{trainable:>13,}{total:>13,}{gmacs:>11.3f}{err:>17}  {desc}")
     sys.stdout.flush()
 
 

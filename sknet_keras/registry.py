@@ -17,6 +17,7 @@ Branch = Tuple[int, int, Optional[int]]
 BLOCK_TYPES = ("bottleneck", "basic")
 ATTENTION_TYPES = (None, "sk", "se")
 STEM_POOL_PADDINGS = ("symmetric", "caffe")
+STEM_TYPES = ("7x7", "deep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,9 @@ class Pretrained:
     """Where `weights="imagenet"` comes from: a public release converted on first use.
 
     source: "timm" (safetensors) or "caffe" (caffemodel); url None means the file has no
-    direct download and must be placed by hand; preprocessing: the `mode` of
-    `preprocess_input` the weights were trained with; top1: the published accuracy (%).
+    direct download and must be placed by hand (`page` says where to find it);
+    preprocessing: the `mode` of `preprocess_input` the weights were trained with; top1: the
+    published accuracy (%); sha256: checked after a download when known.
     """
 
     source: str
@@ -52,6 +54,8 @@ class Pretrained:
     url: Optional[str] = None
     preprocessing: str = "torch"
     top1: Optional[float] = None
+    sha256: Optional[str] = None
+    page: Optional[str] = None
 
 
 def _hf_timm(tag, top1=None):
@@ -64,8 +68,15 @@ def _hf_timm(tag, top1=None):
 class ModelConfig:
     """A ResNet-family network: stem, stages of units, head.
 
-    widths: per stage, the width of the 3×3 / SK convolution (bottleneck: also of the
-    1×1 reduce). out_channels: per stage, the unit's output width.
+    widths: per stage, the width of the 3×3 / SK convolution. out_channels: per stage, the
+    unit's output width. reduce_widths: per stage, the width of the bottleneck's 1×1 reduce
+    (default: `widths`; SENet-154 reduces to half the 3×3 width).
+
+    Layout switches of the official SENet release (hujie-frank/SENet): `stride_in_reduce`
+    puts a stage's stride on the 1×1 reduce instead of the 3×3 (SE-ResNet, the original
+    Caffe ResNet layout); `stem="deep"` is three 3×3 convs (64, 64, 128; SENet-154);
+    `shortcut_kernel` is the kernel of the strided shortcut projections (SENet-154: 3, pad 1;
+    a stride-1 projection stays 1×1); `dropout` is applied before the classifier.
     """
 
     name: str
@@ -79,6 +90,11 @@ class ModelConfig:
     se_reduction: int = 16
     stem_width: int = 64
     stem_pool: str = "symmetric"
+    stem: str = "7x7"
+    reduce_widths: Optional[Tuple[int, ...]] = None
+    stride_in_reduce: bool = False
+    shortcut_kernel: int = 1
+    dropout: float = 0.0
     default_size: int = 224
     min_size: int = 32
     # Literature numbers, for documentation only (never used to check ourselves).
@@ -97,14 +113,27 @@ class ModelConfig:
             raise ValueError(
                 f"stem_pool must be one of {STEM_POOL_PADDINGS}; got {self.stem_pool!r}"
             )
+        if self.stem not in STEM_TYPES:
+            raise ValueError(f"stem must be one of {STEM_TYPES}; got {self.stem!r}")
+        if self.shortcut_kernel not in (1, 3):
+            raise ValueError(f"shortcut_kernel must be 1 or 3; got {self.shortcut_kernel!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
         n = len(self.depths)
-        if not (len(self.widths) == len(self.out_channels) == n) or n == 0:
+        reduce_widths = self.widths if self.reduce_widths is None else self.reduce_widths
+        if not (len(self.widths) == len(self.out_channels) == len(reduce_widths) == n) or n == 0:
             raise ValueError(
-                "depths, widths and out_channels need one entry per stage; got "
-                f"{self.depths}, {self.widths}, {self.out_channels}"
+                "depths, widths, reduce_widths and out_channels need one entry per stage; got "
+                f"{self.depths}, {self.widths}, {self.reduce_widths}, {self.out_channels}"
             )
+        if self.block == "basic" and (self.reduce_widths is not None or self.stride_in_reduce):
+            raise ValueError("reduce_widths and stride_in_reduce apply to bottleneck units only")
         if any(d < 1 for d in self.depths):
             raise ValueError(f"every stage needs at least one unit; got depths={self.depths}")
+
+    @property
+    def stem_out_channels(self) -> int:
+        return 2 * self.stem_width if self.stem == "deep" else self.stem_width
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -141,6 +170,7 @@ class Unit:
     out_channels: int
     strides: int
     has_shortcut_conv: bool
+    reduce_width: int = 0  # bottleneck 1×1 reduce width
 
     @property
     def keras_prefix(self):
@@ -149,13 +179,14 @@ class Unit:
 
 def units(config: ModelConfig):
     """Every unit of a network in order. The stride-2 of a stage sits on its first unit;
-    a 1×1 shortcut projection appears where the stride or the width changes."""
-    channels = config.stem_width
-    for stage, (depth, width, out) in enumerate(
-            zip(config.depths, config.widths, config.out_channels)):
+    a shortcut projection appears where the stride or the width changes."""
+    channels = config.stem_out_channels
+    reduce_widths = config.reduce_widths or config.widths
+    for stage, (depth, width, rd, out) in enumerate(
+            zip(config.depths, config.widths, reduce_widths, config.out_channels)):
         for index in range(depth):
             strides = 2 if (index == 0 and stage > 0) else 1
-            yield Unit(stage, index, width, out, strides, strides != 1 or channels != out)
+            yield Unit(stage, index, width, out, strides, strides != 1 or channels != out, rd)
             channels = out
 
 
@@ -171,6 +202,26 @@ _SK_RESNET = dict(
     out_channels=(64, 128, 256, 512),
     attention="sk",
     sk=SKConfig(reduction=8, min_attn_channels=16, attn_divisor=16, split_input=True),
+)
+
+_SENET_PAGE = "https://github.com/hujie-frank/SENet#trained-models"
+# Mirrors of the SENet release's caffemodels used by OpenVINO's model zoo (direct links).
+_OPENVINO = "https://storage.openvinotoolkit.org/repositories/open_model_zoo/public/2021.4"
+
+
+def _senet_release(file_name, top1, mirror=None, sha256=None):
+    url = f"{_OPENVINO}/{mirror}/{file_name}" if mirror else None
+    return Pretrained("caffe", file_name, url, "senet", top1, sha256, _SENET_PAGE)
+
+
+# The official SENet release (hujie-frank/SENet): Caffe layout, ceil-mode stem pool.
+_SE_RESNET = dict(
+    block="bottleneck",
+    widths=(64, 128, 256, 512),
+    out_channels=(256, 512, 1024, 2048),
+    attention="se",
+    stem_pool="caffe",
+    stride_in_reduce=True,
 )
 
 MODELS = {
@@ -206,6 +257,37 @@ MODELS = {
                     paper_top1_error=20.58,
                     description="SE-ResNeXt-101 32x4d (the SKNet paper's SENet-101)",
                     **_RESNEXT_32x4d),
+        ModelConfig("seresnet50", depths=(3, 4, 6, 3),
+                    description="SE-ResNet-50, official SENet release (stride on the 1x1 reduce)",
+                    pretrained=_senet_release("SE-ResNet-50.caffemodel", 77.63, "se-resnet-50"),
+                    **_SE_RESNET),
+        ModelConfig("seresnet101", depths=(3, 4, 23, 3),
+                    description="SE-ResNet-101, official SENet release",
+                    pretrained=_senet_release(
+                        "SE-ResNet-101.caffemodel", 78.25, "se-resnet-101",
+                        "09777ce1202087954ee34ae2566cf611d03d2d8195ced0fe51b612ebf951d729"),
+                    **_SE_RESNET),
+        ModelConfig("seresnet152", depths=(3, 8, 36, 3),
+                    description="SE-ResNet-152, official SENet release",
+                    pretrained=_senet_release("SE-ResNet-152.caffemodel", 78.66),
+                    **_SE_RESNET),
+        ModelConfig("seresnext50_caffe", depths=(3, 4, 6, 3), attention="se", stem_pool="caffe",
+                    description="SE-ResNeXt-50 32x4d, official SENet release layout",
+                    pretrained=_senet_release("SE-ResNeXt-50.caffemodel", 79.03),
+                    **_RESNEXT_32x4d),
+        ModelConfig("seresnext101_caffe", depths=(3, 4, 23, 3), attention="se",
+                    stem_pool="caffe",
+                    description="SE-ResNeXt-101 32x4d, official SENet release layout",
+                    pretrained=_senet_release(
+                        "SE-ResNeXt-101.caffemodel", 80.19, "se-resnext-101",
+                        "78dc95c9b768fdb32a0a3981a686edaf655df82973b051d818bae523c9a93c90"),
+                    **_RESNEXT_32x4d),
+        ModelConfig("senet154", block="bottleneck", depths=(3, 8, 36, 3),
+                    reduce_widths=(128, 256, 512, 1024), widths=(256, 512, 1024, 2048),
+                    out_channels=(256, 512, 1024, 2048), groups=64, attention="se",
+                    stem="deep", stem_pool="caffe", shortcut_kernel=3, dropout=0.2,
+                    description="SENet-154 (ILSVRC 2017 winner), official SENet release",
+                    pretrained=_senet_release("SENet-154.caffemodel", 81.32)),
         ModelConfig("mini_sknet", block="bottleneck", depths=(2, 2, 1, 1),
                     widths=(8, 16, 32, 64), out_channels=(64, 128, 256, 512), groups=8,
                     attention="sk",

@@ -233,7 +233,7 @@ def test_cli_lists_models_with_measured_figures():
 def test_registry_names_are_forgiving_and_configs_pass_through():
     assert get_model_config("SKNet-50").name == "sknet50"
     assert get_model_config(MINI_SKRESNEXT) is MINI_SKRESNEXT
-    with pytest.raises(ValueError, match="depths, widths and out_channels"):
+    with pytest.raises(ValueError, match="depths, widths, reduce_widths and out_channels"):
         MINI_SKRESNEXT.replace(depths=(1, 1))
     assert os.path.basename(applications.__file__) == "__init__.py"
 

@@ -50,6 +50,10 @@ ResNeXt50 = _named_builder("resnext50", "ResNeXt50")
 ResNeXt101 = _named_builder("resnext101", "ResNeXt101")
 SEResNeXt50 = _named_builder("seresnext50", "SEResNeXt50")
 SEResNeXt101 = _named_builder("seresnext101", "SEResNeXt101")
+SEResNet50 = _named_builder("seresnet50", "SEResNet50")
+SEResNet101 = _named_builder("seresnet101", "SEResNet101")
+SEResNet152 = _named_builder("seresnet152", "SEResNet152")
+SENet154 = _named_builder("senet154", "SENet154")
 SKResNet18 = _named_builder("skresnet18", "SKResNet18")
 SKResNet34 = _named_builder("skresnet34", "SKResNet34")
 
@@ -65,6 +69,10 @@ __all__ = [
     "ResNeXt101",
     "SEResNeXt50",
     "SEResNeXt101",
+    "SEResNet50",
+    "SEResNet101",
+    "SEResNet152",
+    "SENet154",
     "SKResNet18",
     "SKResNet34",
 ]

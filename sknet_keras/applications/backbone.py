@@ -28,12 +28,23 @@ def _conv1x1(filters, name, strides=1):
 
 
 def stem(x, config: ModelConfig):
-    """7×7/2 conv → BN → ReLU → 3×3/2 max pool (timm: pad 1; Caffe: ceil mode = pad 0,1)."""
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(config.stem_width, 7, strides=2, use_bias=False,
-                      kernel_initializer=conv_kernel_initializer(), name="conv1_conv")(x)
-    x = _bn("conv1_bn")(x)
-    x = layers.ReLU(name="conv1_relu")(x)
+    """7×7/2 conv → BN → ReLU → 3×3/2 max pool (timm: pad 1; Caffe: ceil mode = pad 0,1).
+
+    The deep stem (SENet-154) replaces the 7×7 by three 3×3 conv → BN → ReLU (64/2, 64, 128),
+    named conv1_1 .. conv1_3 as in the release.
+    """
+    if config.stem == "deep":
+        widths = (config.stem_width, config.stem_width, 2 * config.stem_width)
+        for i, width in enumerate(widths, start=1):
+            x = GroupConv2D(width, 3, strides=2 if i == 1 else 1, name=f"conv1_{i}_conv")(x)
+            x = _bn(f"conv1_{i}_bn")(x)
+            x = layers.ReLU(name=f"conv1_{i}_relu")(x)
+    else:
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = layers.Conv2D(config.stem_width, 7, strides=2, use_bias=False,
+                          kernel_initializer=conv_kernel_initializer(), name="conv1_conv")(x)
+        x = _bn("conv1_bn")(x)
+        x = layers.ReLU(name="conv1_relu")(x)
     # Zero padding equals -inf padding here: the input is post-ReLU, so >= 0.
     pad = 1 if config.stem_pool == "symmetric" else ((0, 1), (0, 1))
     x = layers.ZeroPadding2D(pad, name="pool1_pad")(x)
@@ -64,10 +75,13 @@ def _spatial_mixer(x, config, stage, filters, strides, prefix):
     return layers.ReLU(name=prefix + "_relu")(x)
 
 
-def _shortcut(x, unit, prefix):
+def _shortcut(x, config, unit, prefix):
     if not unit.has_shortcut_conv:
         return x
-    x = _conv1x1(unit.out_channels, prefix + "_0_conv", strides=unit.strides)(x)
+    if config.shortcut_kernel == 3 and unit.strides > 1:  # SENet-154: 3×3/2, pad 1
+        x = GroupConv2D(unit.out_channels, 3, strides=unit.strides, name=prefix + "_0_conv")(x)
+    else:
+        x = _conv1x1(unit.out_channels, prefix + "_0_conv", strides=unit.strides)(x)
     return _bn(prefix + "_0_bn")(x)
 
 
@@ -79,12 +93,17 @@ def _finish_unit(x, shortcut, config, prefix):
 
 
 def bottleneck_unit(x, config, unit, prefix):
-    """1×1 reduce → [grouped 3×3 | SK] (carries the stride) → 1×1 expand → [SE] → + → ReLU."""
-    shortcut = _shortcut(x, unit, prefix)
-    x = _conv1x1(unit.width, prefix + "_1_conv")(x)
+    """1×1 reduce → [grouped 3×3 | SK] (carries the stride) → 1×1 expand → [SE] → + → ReLU.
+
+    With `config.stride_in_reduce` (SE-ResNet release) the 1×1 reduce carries the stride.
+    """
+    shortcut = _shortcut(x, config, unit, prefix)
+    reduce_strides, mixer_strides = ((unit.strides, 1) if config.stride_in_reduce
+                                     else (1, unit.strides))
+    x = _conv1x1(unit.reduce_width, prefix + "_1_conv", strides=reduce_strides)(x)
     x = _bn(prefix + "_1_bn")(x)
     x = layers.ReLU(name=prefix + "_1_relu")(x)
-    x = _spatial_mixer(x, config, unit.stage, unit.width, unit.strides, prefix + "_2")
+    x = _spatial_mixer(x, config, unit.stage, unit.width, mixer_strides, prefix + "_2")
     x = _conv1x1(unit.out_channels, prefix + "_3_conv")(x)
     x = _bn(prefix + "_3_bn")(x)
     return _finish_unit(x, shortcut, config, prefix)
@@ -92,7 +111,7 @@ def bottleneck_unit(x, config, unit, prefix):
 
 def basic_unit(x, config, unit, prefix):
     """[3×3 | SK] (carries the stride) → 3×3 → BN → [SE] → + → ReLU."""
-    shortcut = _shortcut(x, unit, prefix)
+    shortcut = _shortcut(x, config, unit, prefix)
     x = _spatial_mixer(x, config, unit.stage, unit.width, unit.strides, prefix + "_1")
     x = GroupConv2D(unit.out_channels, 3, name=prefix + "_2_conv")(x)
     x = _bn(prefix + "_2_bn")(x)
@@ -223,6 +242,8 @@ def build_model(
     x = backbone(img_input, config)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name="top_dropout")(x)
         # float32 logits/probabilities under mixed precision (Keras' advice for the last layer).
         head_dtype = "float32" if keras.mixed_precision.dtype_policy().compute_dtype != "float32" else None
         x = layers.Dense(classes, activation=classifier_activation, dtype=head_dtype,

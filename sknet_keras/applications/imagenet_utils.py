@@ -4,18 +4,39 @@ import functools
 import json
 from importlib import resources
 
+import keras
 import numpy as np
 from keras.applications import imagenet_utils as _keras_imagenet_utils
+
+
+# The SENet release's prototxts state `mean_value: 104, 117, 123` (BGR), not the
+# [103.939, 116.779, 123.68] of Keras' "caffe" mode.
+SENET_BGR_MEAN = (104.0, 117.0, 123.0)
+MODES = ("torch", "caffe", "tf", "senet")
 
 
 def preprocess_input(x, data_format=None, mode="torch"):
     """RGB images in [0, 255] → the network's input.
 
     mode "torch" (default): ImageNet mean/std, the convention of the timm releases; "caffe":
-    RGB→BGR and mean subtraction, the official Caffe releases. `preprocessing_mode(model)`
-    tells which one a model's `weights="imagenet"` expects.
+    RGB→BGR and mean subtraction, the official SKNet Caffe release (Keras' caffe mode);
+    "senet": RGB→BGR minus (104, 117, 123), the official SENet release; "tf": [-1, 1].
+    `preprocessing_mode(model)` tells which one a model's `weights="imagenet"` expects.
     """
-    return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+    if mode not in MODES:
+        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {MODES}")
+    if mode != "senet":
+        return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+    data_format = data_format or keras.config.image_data_format()
+    if data_format == "channels_first":
+        axis_shape = (3, 1, 1) if len(x.shape) == 3 else (1, 3, 1, 1)
+        bgr = x[::-1, ...] if len(x.shape) == 3 else x[:, ::-1, ...]
+    else:
+        axis_shape, bgr = (3,), x[..., ::-1]
+    mean = np.reshape(np.asarray(SENET_BGR_MEAN, "float32"), axis_shape)
+    if isinstance(x, np.ndarray):
+        return bgr.astype(keras.backend.floatx(), copy=False) - mean
+    return keras.ops.cast(bgr, keras.backend.floatx()) - mean
 
 
 def preprocessing_mode(model):

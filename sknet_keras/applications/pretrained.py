@@ -34,16 +34,18 @@ def _source_file(config):
             return path
     where = (f"put it at {cached!r}, or in a folder named by ${WEIGHTS_DIR_ENV}")
     if p.url is None:
+        page = f" (from {p.page})" if p.page else ""
         raise ValueError(
             f"ImageNet weights for {config.name!r} come from {p.file_name!r} ({p.source} "
-            f"release), which has no direct download: fetch it by hand and {where}."
+            f"release), which has no direct download: fetch it by hand{page} and {where}."
         )
     import keras
 
     try:
         root = os.path.dirname(os.path.dirname(cache_dir()))
         return keras.utils.get_file(p.file_name, origin=p.url, cache_dir=root,
-                                    cache_subdir=os.path.join("models", "sknet_keras"))
+                                    cache_subdir=os.path.join("models", "sknet_keras"),
+                                    file_hash=p.sha256)
     except Exception as e:  # get_file raises several types for network errors
         raise ValueError(
             f"could not download the ImageNet weights of {config.name!r} from {p.url} "

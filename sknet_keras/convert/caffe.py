@@ -1,9 +1,16 @@
-"""Official Caffe release of SKNet (implus/SKNet): read `.caffemodel` files, map blob names.
+"""Official Caffe releases: read `.caffemodel` files and map their blobs by layer name.
+
+Two releases, two naming schemes (both checked against the official prototxts):
+- SKNet (implus/SKNet): `conv2_1/1x1_reduce`, one `CuDNNBatchNorm` layer per BN whose blobs
+  are [scale, bias, mean, var];
+- SENet (hujie-frank/SENet: SE-ResNet-50/101/152, SE-ResNeXt-50/101, SENet-154):
+  `conv2_1_1x1_reduce`, BN as Caffe's `BatchNorm` ([mean·f, var·f, f], f the moving-average
+  scale factor) followed by a `Scale` layer ([gamma, beta]) named `<bn>/scale`.
 
 A `.caffemodel` is a serialized `caffe.NetParameter`. We read the few fields we need
-(layer name, blobs, blob shape and data) straight from the protobuf wire format: written by
-hand because the alternative is installing Caffe or compiling caffe.proto, and the fields
-involved are five. `write_caffemodel` is the inverse, used by tests and for round trips.
+(layer name and type, blobs, blob shape and data) straight from the protobuf wire format:
+written by hand because the alternative is installing Caffe or compiling caffe.proto, and
+the fields involved are six. `write_caffemodel` is the inverse, used by tests.
 """
 
 import struct
@@ -15,7 +22,7 @@ from sknet_keras.registry import get_model_config, units
 
 # caffe.proto field numbers.
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
-_LAYER_NAME, _LAYER_BLOBS = 1, 7
+_LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS = 1, 2, 7
 _V1_NAME, _V1_BLOBS = 4, 6
 _BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE = 5, 7, 8
@@ -94,8 +101,8 @@ def _blob(buf):
     return data.reshape(shape)
 
 
-def read_caffemodel(path):
-    """{layer name: [blob arrays]} for every layer of a `.caffemodel` that has blobs."""
+def read_caffemodel_layers(path):
+    """{layer name: (layer type or None, [blob arrays])} for every layer that has blobs."""
     with open(path, "rb") as f:
         buf = memoryview(f.read())
     layers = {}
@@ -103,21 +110,29 @@ def read_caffemodel(path):
         for field, wire, value in _fields(buf):
             if wire != 2 or field not in (_NET_LAYER, _NET_V1_LAYERS):
                 continue
-            name_field, blob_field = ((_LAYER_NAME, _LAYER_BLOBS) if field == _NET_LAYER
+            v2 = field == _NET_LAYER
+            name_field, blob_field = ((_LAYER_NAME, _LAYER_BLOBS) if v2
                                       else (_V1_NAME, _V1_BLOBS))
-            name, blobs = None, []
+            name, kind, blobs = None, None, []
             for f, w, v in _fields(value):
                 if f == name_field and w == 2:
                     name = bytes(v).decode("utf-8")
+                elif v2 and f == _LAYER_TYPE and w == 2:
+                    kind = bytes(v).decode("utf-8")
                 elif f == blob_field and w == 2:
                     blobs.append(_blob(v))
             if name is not None and blobs:
-                layers[name] = blobs
+                layers[name] = (kind, blobs)
     except (CaffeFormatError, UnicodeDecodeError) as e:
         raise CaffeFormatError(f"{path!r} is not a readable .caffemodel: {e}") from None
     if not layers:
         raise CaffeFormatError(f"{path!r} is not a .caffemodel (no layer with weights found)")
     return layers
+
+
+def read_caffemodel(path):
+    """{layer name: [blob arrays]} for every layer of a `.caffemodel` that has blobs."""
+    return {name: blobs for name, (_, blobs) in read_caffemodel_layers(path).items()}
 
 
 def _key(field, wire):
@@ -138,11 +153,15 @@ def _len_delimited(field, payload):
     return _key(field, 2) + _encode_varint(len(payload)) + payload
 
 
-def write_caffemodel(path, layers, net_name="net"):
-    """Write {layer name: [blob arrays]} as a `.caffemodel` (NetParameter with `layer`)."""
+def write_caffemodel(path, layers, net_name="net", types=None):
+    """Write {layer name: [blob arrays]} as a `.caffemodel` (NetParameter with `layer`);
+    `types` optionally gives {layer name: Caffe layer type}."""
     out = [_len_delimited(1, net_name.encode())]
+    types = types or {}
     for name, blobs in layers.items():
         layer = [_len_delimited(_LAYER_NAME, name.encode())]
+        if name in types:
+            layer.append(_len_delimited(_LAYER_TYPE, types[name].encode()))
         for blob in blobs:
             blob = np.asarray(blob, np.float32)
             dims = b"".join(_encode_varint(int(d)) for d in blob.shape)
@@ -163,13 +182,25 @@ _BN_BLOBS = ("gamma", "beta", "moving_mean", "moving_variance")  # [scale, bias,
 
 
 def caffe_mapping(model_config, include_top=True):
-    """{Keras weight path: ("layer#blob", transform)} for the official SKNet release."""
+    """{Keras weight path: ("layer#blob", transform)} for an official Caffe release."""
     config = get_model_config(model_config)
-    if config.block != "bottleneck" or config.attention != "sk":
-        raise ValueError(
-            f"Caffe conversion covers the official SKNet release (bottleneck SK units); "
-            f"{config.name!r} is a {config.block} network with attention={config.attention!r}"
-        )
+    if config.block == "bottleneck" and config.attention == "sk":
+        return _sknet_mapping(config, include_top)
+    if config.block == "bottleneck" and config.attention == "se":
+        if config.stem_pool != "caffe":
+            raise ValueError(
+                f"{config.name!r} has the timm layout (symmetric stem pool); the SENet Caffe "
+                f"release needs its ceil-mode pool: use {config.name}_caffe"
+            )
+        return _senet_mapping(config, include_top)
+    raise ValueError(
+        "Caffe conversion covers the official SKNet release (SK bottleneck units) and the "
+        f"SENet release (SE bottleneck units); {config.name!r} is a {config.block} network "
+        f"with attention={config.attention!r}"
+    )
+
+
+def _sknet_mapping(config, include_top):
     out = {}
 
     def conv(path, layer, transform=conv_kernel):
@@ -204,7 +235,62 @@ def caffe_mapping(model_config, include_top=True):
     return out
 
 
+def _senet_mapping(config, include_top):
+    out = {}
+
+    def conv(path, layer, transform=conv_kernel):
+        out[f"{path}/kernel"] = (f"{layer}#0", transform)
+
+    def conv_bn(prefix, layer):
+        conv(f"{prefix}_conv", layer)
+        out[f"{prefix}_bn/gamma"] = (f"{layer}/bn/scale#0", flat)
+        out[f"{prefix}_bn/beta"] = (f"{layer}/bn/scale#1", flat)
+        out[f"{prefix}_bn/moving_mean"] = (f"{layer}/bn#mean", None)
+        out[f"{prefix}_bn/moving_variance"] = (f"{layer}/bn#var", None)
+
+    if config.stem == "deep":
+        for i, layer in enumerate(("conv1_1/3x3_s2", "conv1_2/3x3", "conv1_3/3x3"), start=1):
+            conv_bn(f"conv1_{i}", layer)
+    else:
+        conv_bn("conv1", "conv1/7x7_s2")
+    for unit in units(config):
+        c, p = f"conv{unit.stage + 2}_{unit.index + 1}", unit.keras_prefix
+        conv_bn(f"{p}_1", f"{c}_1x1_reduce")
+        conv_bn(f"{p}_2", f"{c}_3x3")
+        conv_bn(f"{p}_3", f"{c}_1x1_increase")
+        for ours, theirs in (("reduce", "down"), ("expand", "up")):
+            out[f"{p}_se/{ours}/kernel"] = (f"{c}_1x1_{theirs}#0", pointwise_kernel)
+            out[f"{p}_se/{ours}/bias"] = (f"{c}_1x1_{theirs}#1", flat)
+        if unit.has_shortcut_conv:
+            conv_bn(f"{p}_0", f"{c}_1x1_proj")  # named 1x1 even where it is 3×3 (SENet-154)
+    if include_top:
+        out["predictions/kernel"] = ("classifier#0", dense_kernel)
+        out["predictions/bias"] = ("classifier#1", flat)
+    return out
+
+
+def _is_batch_norm(kind, blobs):
+    # Caffe's BatchNorm keeps [mean·f, var·f, f] with a one-element f; the type may be absent.
+    return kind == "BatchNorm" or (kind is None and len(blobs) == 3 and blobs[2].size == 1)
+
+
 def caffemodel_tensors(path):
-    """Flatten a caffemodel to {"layer#i": array}, the keys `caffe_mapping` uses."""
-    return {f"{name}#{i}": blob for name, blobs in read_caffemodel(path).items()
-            for i, blob in enumerate(blobs)}
+    """Flatten a caffemodel to {"layer#i": array}, the keys `caffe_mapping` uses.
+
+    A Caffe `BatchNorm` layer becomes {"layer#mean", "layer#var"}: its stored sums divided
+    by the moving-average factor, as Caffe does at test time.
+    """
+    out = {}
+    for name, (kind, blobs) in read_caffemodel_layers(path).items():
+        if _is_batch_norm(kind, blobs):
+            if len(blobs) != 3:
+                raise CaffeFormatError(
+                    f"{path!r}: BatchNorm layer {name!r} has {len(blobs)} blobs, expected 3"
+                )
+            factor = float(np.reshape(blobs[2], (-1,))[0])
+            factor = 0.0 if factor == 0 else 1.0 / factor
+            out[f"{name}#mean"] = flat(blobs[0]) * np.float32(factor)
+            out[f"{name}#var"] = flat(blobs[1]) * np.float32(factor)
+        else:
+            out.update({f"{name}#{i}": blob for i, blob in enumerate(blobs)})
+    return out

@@ -96,6 +96,12 @@ def _unit(config, prefix, t, has_shortcut):
 def timm_mapping(model_config, include_top=True):
     """{Keras weight path: (timm key, transform or None)} for a registry model."""
     config = get_model_config(model_config)
+    if config.stride_in_reduce or config.stem != "7x7" or config.stem_pool != "symmetric":
+        # Same shapes as a timm ResNet, different function: refuse rather than mis-convert.
+        raise ValueError(
+            f"{config.name!r} has the layout of an official Caffe release, which no timm "
+            "model shares; convert its Caffe weights with --source=caffe"
+        )
     out = _conv_bn("conv1", "conv1.weight", "bn1")
     for unit in units(config):
         out.update(_unit(config, unit.keras_prefix, f"layer{unit.stage + 1}.{unit.index}",

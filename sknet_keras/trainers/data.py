@@ -204,8 +204,11 @@ def eval_image(encoded, image_size, crop_fraction=0.875, method="bicubic"):
 
 def normalize(image, mode="torch"):
     """RGB [0, 255] → network input, as `preprocess_input(mode=...)`."""
-    if mode == "caffe":
-        return image[..., ::-1] - tf.constant(CAFFE_MEAN_BGR)
+    if mode in ("caffe", "senet"):
+        from sknet_keras.applications.imagenet_utils import SENET_BGR_MEAN
+
+        mean = CAFFE_MEAN_BGR if mode == "caffe" else SENET_BGR_MEAN
+        return image[..., ::-1] - tf.constant(mean)
     mean, std = MEAN_STD[mode]
     return (image - tf.constant(mean)) / tf.constant(std)
 

@@ -1,0 +1,370 @@
+"""The official SENet release (hujie-frank/SENet): builders, Caffe converter, weights.
+
+No caffemodel of that release can be downloaded here, so the tests check the converted Keras
+models against an independent executor of Caffe's layer semantics (`run_caffe_net` below:
+grouped convs group by group, BatchNorm's moving-average factor, Scale, the SE branch, Axpy,
+ceil-mode max pooling), on networks laid out and named as in the release's prototxts
+(`senet_release_layers`). Facts transcribed from those prototxts pin the layouts.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sknet_keras import applications
+from sknet_keras.applications import build_model, preprocess_input
+from sknet_keras.convert import convert, source_to_keras
+from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors, write_caffemodel
+from sknet_keras.convert.timm import timm_mapping
+from sknet_keras.registry import MODELS, get_model_config
+
+MINI_SERESNET = MODELS["seresnet50"].replace(
+    name="mini_seresnet", depths=(1, 2, 1, 1), widths=(8, 16, 16, 32),
+    out_channels=(32, 64, 64, 128), stem_width=16)
+MINI_SERESNEXT = MODELS["seresnext50_caffe"].replace(
+    name="mini_seresnext_caffe", depths=(2, 1, 1, 1), widths=(16, 32, 32, 64),
+    out_channels=(32, 64, 128, 128), groups=4, stem_width=16)
+MINI_SENET154 = MODELS["senet154"].replace(
+    name="mini_senet154", depths=(1, 2, 1, 1), reduce_widths=(16, 16, 32, 32),
+    widths=(32, 32, 64, 64), out_channels=(32, 64, 64, 128), groups=8, stem_width=16)
+
+
+# ---------------------------------------------------------------------------------------
+# The release's network definitions, as layer lists (name, type, bottoms, params).
+
+def _conv(name, bottom, num_output, kernel=1, stride=1, pad=0, group=1, bias=False):
+    return dict(name=name, type="Convolution", bottom=[bottom], top=name,
+                num_output=num_output, kernel=kernel, stride=stride, pad=pad, group=group,
+                bias=bias)
+
+
+def _conv_bn(name, bottom, num_output, relu=True, **conv):
+    layers = [_conv(name, bottom, num_output, **conv),
+              dict(name=f"{name}/bn", type="BatchNorm", bottom=[name], top=name),
+              dict(name=f"{name}/bn/scale", type="Scale", bottom=[name], top=name)]
+    if relu:
+        layers.append(dict(name=f"{name}/relu", type="ReLU", bottom=[name], top=name))
+    return layers
+
+
+def senet_release_layers(config, classes=1000):
+    """The layer list of a SENet-release prototxt for a network shaped like `config`.
+
+    Written from the release's SE-ResNet-50, SE-ResNeXt-50 and SENet-154 prototxts:
+    `conv{s}_{u}_1x1_reduce` / `_3x3` / `_1x1_increase` (Convolution → BatchNorm → Scale),
+    SE as `_global_pool` → `_1x1_down` (+bias) → ReLU → `_1x1_up` (+bias) → Sigmoid, the
+    projection `_1x1_proj` (3×3 pad 1 in SENet-154's strided stages), an Axpy adding
+    `up * increase` to the shortcut, ReLU; stem pool MAX 3/2 without padding (ceil mode).
+    SE-ResNet puts the stride on the 1×1 reduce, SE-ResNeXt / SENet-154 on the 3×3.
+    """
+    layers = []
+    if config.stem == "deep":
+        w = config.stem_width
+        layers += _conv_bn("conv1_1/3x3_s2", "data", w, kernel=3, stride=2, pad=1)
+        layers += _conv_bn("conv1_2/3x3", "conv1_1/3x3_s2", w, kernel=3, pad=1)
+        layers += _conv_bn("conv1_3/3x3", "conv1_2/3x3", 2 * w, kernel=3, pad=1)
+        top, channels = "conv1_3/3x3", 2 * w
+    else:
+        layers += _conv_bn("conv1/7x7_s2", "data", config.stem_width, kernel=7, stride=2, pad=3)
+        top, channels = "conv1/7x7_s2", config.stem_width
+    layers.append(dict(name="pool1/3x3_s2", type="Pooling", bottom=[top], top="pool1/3x3_s2",
+                       pool="MAX", kernel=3, stride=2))
+    top = "pool1/3x3_s2"
+    reduce_widths = config.reduce_widths or config.widths
+    for s, depth in enumerate(config.depths):
+        for u in range(depth):
+            c = f"conv{s + 2}_{u + 1}"
+            stride = 2 if (s > 0 and u == 0) else 1
+            out = config.out_channels[s]
+            layers += _conv_bn(f"{c}_1x1_reduce", top, reduce_widths[s],
+                               stride=stride if config.stride_in_reduce else 1)
+            layers += _conv_bn(f"{c}_3x3", f"{c}_1x1_reduce", config.widths[s], kernel=3,
+                               pad=1, group=config.groups,
+                               stride=1 if config.stride_in_reduce else stride)
+            layers += _conv_bn(f"{c}_1x1_increase", f"{c}_3x3", out, relu=False)
+            layers.append(dict(name=f"{c}_global_pool", type="Pooling",
+                               bottom=[f"{c}_1x1_increase"], top=f"{c}_global_pool",
+                               pool="AVE", global_pooling=True))
+            layers.append(_conv(f"{c}_1x1_down", f"{c}_global_pool", out // 16, bias=True))
+            layers.append(dict(name=f"{c}_1x1_down/relu", type="ReLU", bottom=[f"{c}_1x1_down"],
+                               top=f"{c}_1x1_down"))
+            layers.append(_conv(f"{c}_1x1_up", f"{c}_1x1_down", out, bias=True))
+            layers.append(dict(name=f"{c}_prob", type="Sigmoid", bottom=[f"{c}_1x1_up"],
+                               top=f"{c}_1x1_up"))
+            shortcut = top
+            if stride != 1 or channels != out:
+                k = 3 if (config.shortcut_kernel == 3 and stride > 1) else 1
+                layers += _conv_bn(f"{c}_1x1_proj", top, out, relu=False, kernel=k,
+                                   stride=stride, pad=k // 2)
+                shortcut = f"{c}_1x1_proj"
+            layers.append(dict(name=c, type="Axpy",
+                               bottom=[f"{c}_1x1_up", f"{c}_1x1_increase", shortcut], top=c))
+            layers.append(dict(name=f"{c}/relu", type="ReLU", bottom=[c], top=c))
+            top, channels = c, out
+    # pool5/7x7_s1 (AVE 7, stride 1) covers the whole 7×7 map at 224: a global average.
+    layers.append(dict(name="pool5/7x7_s1", type="Pooling", bottom=[top], top="pool5/7x7_s1",
+                       pool="AVE", global_pooling=True))
+    layers.append(dict(name="classifier", type="InnerProduct", bottom=["pool5/7x7_s1"],
+                       top="classifier", num_output=classes))
+    return layers
+
+
+def random_blobs(layers, in_channels, rng):
+    """Random blobs of Caffe's shapes, including a non-trivial BatchNorm factor."""
+    blobs, channels = {}, {"data": in_channels}
+    for layer in layers:
+        kind, name = layer["type"], layer["name"]
+        c_in = channels[layer["bottom"][0]]
+        if kind == "Convolution":
+            k, g, o = layer["kernel"], layer["group"], layer["num_output"]
+            std = np.sqrt(2.0 / (c_in // g * k * k))
+            blobs[name] = [rng.normal(0, std, (o, c_in // g, k, k)).astype("float32")]
+            if layer["bias"]:
+                blobs[name].append(rng.normal(0, 0.2, (o,)).astype("float32"))
+            channels[layer["top"]] = o
+        elif kind == "BatchNorm":
+            factor = np.float32(rng.uniform(0.5, 3.0))
+            mean = rng.normal(0, 0.3, (c_in,)).astype("float32")
+            var = rng.uniform(0.5, 2.0, (c_in,)).astype("float32")
+            blobs[name] = [mean * factor, var * factor, np.array([factor], "float32")]
+        elif kind == "Scale":
+            # Small residual-branch gains keep a deep random net's activations in range.
+            low, high = (0.1, 0.3) if "increase" in name else (0.5, 1.5)
+            blobs[name] = [rng.uniform(low, high, (c_in,)).astype("float32"),
+                           rng.normal(0, 0.2, (c_in,)).astype("float32")]
+        elif kind == "InnerProduct":
+            o = layer["num_output"]
+            blobs[name] = [rng.normal(0, np.sqrt(1.0 / c_in), (o, c_in)).astype("float32"),
+                           rng.normal(0, 0.1, (o,)).astype("float32")]
+            channels[layer["top"]] = o
+        else:
+            channels[layer["top"]] = c_in
+    return blobs
+
+
+def run_caffe_net(layers, blobs, data):
+    """Execute a layer list with Caffe's semantics on NHWC float64 data (channels as stored)."""
+    tensors = {"data": np.asarray(data, np.float64)}
+    for layer in layers:
+        kind, b = layer["type"], blobs.get(layer["name"])
+        x = tensors[layer["bottom"][0]]
+        if kind == "Convolution":
+            g, p, s = layer["group"], layer["pad"], layer["stride"]
+            w = b[0].astype(np.float64)
+            per = w.shape[0] // g
+            xs = np.split(x, g, axis=-1)
+            ys = [tf.nn.conv2d(xs[i], np.transpose(w[i * per:(i + 1) * per], (2, 3, 1, 0)),
+                               s, [[0, 0], [p, p], [p, p], [0, 0]]).numpy() for i in range(g)]
+            y = np.concatenate(ys, axis=-1)
+            if layer["bias"]:
+                y = y + b[1]
+        elif kind == "BatchNorm":
+            f = 0.0 if b[2][0] == 0 else 1.0 / b[2][0]
+            y = (x - b[0] * f) / np.sqrt(b[1] * f + 1e-5)  # Caffe's default eps
+        elif kind == "Scale":
+            y = x * b[0] + b[1]
+        elif kind == "ReLU":
+            y = np.maximum(x, 0)
+        elif kind == "Sigmoid":
+            y = 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+        elif kind == "Pooling" and layer.get("global_pooling"):
+            y = x.mean(axis=(1, 2), keepdims=True)
+        elif kind == "Pooling":  # MAX, no padding, ceil mode: windows may run off the edge
+            k, s = layer["kernel"], layer["stride"]
+            h, w_ = x.shape[1:3]
+            oh, ow = -(-(h - k) // s) + 1, -(-(w_ - k) // s) + 1
+            y = np.stack([np.stack([x[:, i * s:i * s + k, j * s:j * s + k].max(axis=(1, 2))
+                                    for j in range(ow)], axis=1) for i in range(oh)], axis=1)
+        elif kind == "Axpy":
+            a, xx, yy = (tensors[n] for n in layer["bottom"])
+            y = a * xx + yy
+        elif kind == "InnerProduct":
+            y = x.reshape(x.shape[0], -1) @ b[0].T.astype(np.float64) + b[1]
+        else:
+            raise AssertionError(kind)
+        tensors[layer["top"]] = y
+    return tensors[layers[-1]["top"]]
+
+
+def write_release(path, layers, blobs):
+    write_caffemodel(path, blobs, types={layer["name"]: layer["type"] for layer in layers})
+
+
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", [MINI_SERESNET, MINI_SERESNEXT, MINI_SENET154],
+                         ids=lambda c: c.name)
+def test_converted_release_gives_the_caffe_outputs(config, tmp_path, rng):
+    layers = senet_release_layers(config, classes=10)
+    blobs = random_blobs(layers, 3, rng)
+    path = tmp_path / f"{config.name}.caffemodel"
+    write_release(path, layers, blobs)
+    out = tmp_path / f"{config.name}.h5"
+    convert("caffe", config, path, out)
+
+    rgb = rng.uniform(0, 255, (2, 70, 86, 3)).astype("float32")  # odd sizes: ceil-mode pool
+    bgr = preprocess_input(rgb.copy(), mode="senet")
+    np.testing.assert_allclose(bgr, rgb[..., ::-1] - np.array([104, 117, 123], "float32"))
+    expected = run_caffe_net(layers, blobs, bgr)
+    model = build_model(config, input_shape=rgb.shape[1:], classes=10,
+                        classifier_activation=None, weights=str(out))
+    got = model.predict(bgr, verbose=0)
+    assert float(np.abs(got - expected).max() / np.abs(expected).max()) < 1e-4
+
+
+def test_the_reference_check_tells_stride_placements_apart(rng, tmp_path):
+    """Stride placement is not cosmetic: SE-ResNet's weights in an SE-ResNeXt-style layout
+    (stride on the 3×3) miss the Caffe outputs, so the test above would catch a misplaced
+    stride."""
+    layers = senet_release_layers(MINI_SERESNET, classes=10)
+    blobs = random_blobs(layers, 3, rng)
+    path = tmp_path / "mini.caffemodel"
+    write_release(path, layers, blobs)
+    x = rng.normal(0, 50, (1, 70, 86, 3)).astype("float32")
+    expected = run_caffe_net(layers, blobs, x)
+    errors = {}
+    for stride_in_reduce in (True, False):
+        config = MINI_SERESNET.replace(stride_in_reduce=stride_in_reduce)
+        out = tmp_path / f"{stride_in_reduce}.h5"
+        convert("caffe", config, path, out)
+        model = build_model(config, input_shape=x.shape[1:], classes=10,
+                            classifier_activation=None, weights=str(out))
+        got = model.predict(x, verbose=0)
+        errors[stride_in_reduce] = float(np.abs(got - expected).max() / np.abs(expected).max())
+    assert errors[True] < 1e-4 and errors[False] > 1e-2, errors
+
+
+# Facts read from the release's prototxts: layer → (num_output, kernel, stride, group).
+OFFICIAL_FACTS = {
+    "seresnet50": {
+        "conv1/7x7_s2": (64, 7, 2, 1),
+        "conv2_1_1x1_reduce": (64, 1, 1, 1), "conv2_1_3x3": (64, 3, 1, 1),
+        "conv2_1_1x1_increase": (256, 1, 1, 1), "conv2_1_1x1_down": (16, 1, 1, 1),
+        "conv2_1_1x1_up": (256, 1, 1, 1), "conv2_1_1x1_proj": (256, 1, 1, 1),
+        "conv3_1_1x1_reduce": (128, 1, 2, 1), "conv3_1_3x3": (128, 3, 1, 1),
+        "conv3_1_1x1_down": (32, 1, 1, 1), "conv3_1_1x1_proj": (512, 1, 2, 1),
+        "conv5_3_1x1_down": (128, 1, 1, 1), "conv5_3_1x1_up": (2048, 1, 1, 1),
+        "classifier": (1000, None, None, None),
+    },
+    "seresnext50_caffe": {
+        "conv2_1_1x1_reduce": (128, 1, 1, 1), "conv2_1_3x3": (128, 3, 1, 32),
+        "conv2_1_1x1_increase": (256, 1, 1, 1), "conv3_1_1x1_reduce": (256, 1, 1, 1),
+        "conv3_1_3x3": (256, 3, 2, 32), "conv3_1_1x1_proj": (512, 1, 2, 1),
+        "conv3_1_1x1_down": (32, 1, 1, 1),
+    },
+    "senet154": {
+        "conv1_1/3x3_s2": (64, 3, 2, 1), "conv1_2/3x3": (64, 3, 1, 1),
+        "conv1_3/3x3": (128, 3, 1, 1), "conv2_1_1x1_reduce": (128, 1, 1, 1),
+        "conv2_1_3x3": (256, 3, 1, 64), "conv2_1_1x1_increase": (256, 1, 1, 1),
+        "conv2_1_1x1_down": (16, 1, 1, 1), "conv2_1_1x1_proj": (256, 1, 1, 1),
+        "conv3_1_1x1_reduce": (256, 1, 1, 1), "conv3_1_3x3": (512, 3, 2, 64),
+        "conv3_1_1x1_proj": (512, 3, 2, 1), "conv5_3_3x3": (2048, 3, 1, 64),
+        "conv5_3_1x1_increase": (2048, 1, 1, 1), "conv5_3_1x1_down": (128, 1, 1, 1),
+        "classifier": (1000, None, None, None),
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_FACTS))
+def test_full_size_layouts_match_the_release_prototxts(name):
+    config = get_model_config(name)
+    layers = senet_release_layers(config)
+    by_name = {layer["name"]: layer for layer in layers}
+    for layer_name, (num_output, kernel, stride, group) in OFFICIAL_FACTS[name].items():
+        layer = by_name[layer_name]
+        assert layer["num_output"] == num_output, layer_name
+        if kernel is not None:
+            assert (layer["kernel"], layer["stride"], layer["group"]) == (kernel, stride, group)
+    # The mapping names exactly the layers with blobs, with the release's blob shapes.
+    model = build_model(config)
+    shapes = {w.path: tuple(w.shape) for w in model.weights}
+    blob_layers = {layer["name"]: layer for layer in layers
+                   if layer["type"] in ("Convolution", "BatchNorm", "Scale", "InnerProduct")}
+    mapping = caffe_mapping(config)
+    assert {key.split("#")[0] for key, _ in mapping.values()} == set(blob_layers)
+    for path, (key, _) in mapping.items():
+        layer = blob_layers[key.split("#")[0]]
+        if layer["type"] == "Convolution" and key.endswith("#0"):
+            k = layer["kernel"]
+            if path.endswith("_se/reduce/kernel") or path.endswith("_se/expand/kernel"):
+                assert shapes[path][-1] == layer["num_output"], path
+            else:
+                assert shapes[path][:2] == (k, k) and shapes[path][-1] == layer["num_output"]
+    # Strides in the Keras model where the release has them.
+    assert model.get_layer("conv3_block1_1_conv").strides == (
+        (2, 2) if config.stride_in_reduce else (1, 1))
+    if config.dropout:
+        assert model.get_layer("top_dropout").rate == pytest.approx(0.2)
+
+
+def test_parameter_counts_equal_the_published_models():
+    # Trainable parameters of the released networks (SENet / timm legacy_* model cards).
+    expected = {"seresnet50": 28_088_024, "seresnet101": 49_326_872,
+                "seresnet152": 66_821_848, "seresnext50_caffe": 27_559_896,
+                "seresnext101_caffe": 48_955_416, "senet154": 115_088_984}
+    for name, count in expected.items():
+        model = build_model(name, weights=None)
+        assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == count, name
+
+
+def test_builders_and_imagenet_weights_from_a_local_release(tmp_path, monkeypatch, rng):
+    assert applications.SEResNet50(include_top=False, input_shape=(64, 64, 3),
+                                   pooling="avg").output_shape == (None, 2048)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("SKNET_KERAS_WEIGHTS_DIR", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    import keras
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    with pytest.raises(ValueError, match=r"(?s)could not download.*storage.openvinotoolkit.org"
+                                         r".*SE-ResNet-50.caffemodel.*SKNET_KERAS_WEIGHTS_DIR"):
+        applications.SEResNet50(weights="imagenet")
+    with pytest.raises(ValueError, match=r"(?s)no direct download.*hujie-frank/SENet"):
+        applications.SENet154(weights="imagenet")
+    assert applications.preprocessing_mode("seresnet152") == "senet"
+
+    # The release file stands in for the download; the converted weights are cached.
+    layers = senet_release_layers(MODELS["seresnet50"])
+    blobs = random_blobs(layers, 3, rng)
+    write_release(tmp_path / "SE-ResNet-50.caffemodel", layers, blobs)
+    x = preprocess_input(rng.uniform(0, 255, (1, 96, 96, 3)).astype("float32"), mode="senet")
+    model = applications.SEResNet50(weights="imagenet", input_shape=(96, 96, 3),
+                                     classifier_activation=None)
+    expected = run_caffe_net(layers, blobs, x)
+    got = model.predict(x, verbose=0)
+    assert float(np.abs(got - expected).max() / np.abs(expected).max()) < 1e-4
+
+
+def test_release_errors_name_the_problem(tmp_path, rng):
+    layers = senet_release_layers(MINI_SERESNET, classes=10)
+    blobs = random_blobs(layers, 3, rng)
+    del blobs["conv3_1_1x1_proj/bn/scale"]
+    blobs["conv9_9_extra"] = [np.zeros((4,), "float32")]
+    path = tmp_path / "broken.caffemodel"
+    write_release(path, layers, blobs)
+    with pytest.raises(ValueError, match=r"(?s)missing \(2\): conv3_1_1x1_proj/bn/scale#0.*"
+                                         r"unexpected \(1\): conv9_9_extra#0"):
+        source_to_keras("caffe", MINI_SERESNET, caffemodel_tensors(path), str(path))
+    with pytest.raises(ValueError, match="use seresnext50_caffe"):
+        caffe_mapping("seresnext50")
+    with pytest.raises(ValueError, match="--source=caffe"):
+        timm_mapping("seresnet50")
+    bad = {"conv1/7x7_s2/bn": [np.zeros(4, "float32")] * 2}
+    write_caffemodel(tmp_path / "bn.caffemodel", bad, types={"conv1/7x7_s2/bn": "BatchNorm"})
+    with pytest.raises(ValueError, match="BatchNorm layer 'conv1/7x7_s2/bn' has 2 blobs"):
+        caffemodel_tensors(tmp_path / "bn.caffemodel")
+
+
+@pytest.mark.parametrize("mode", ["torch", "caffe", "senet"])
+def test_input_pipeline_normalizes_as_preprocess_input(mode, rng):
+    from sknet_keras.trainers.data import normalize
+
+    rgb = rng.uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(normalize(tf.constant(rgb), mode).numpy(),
+                               preprocess_input(rgb.copy(), mode=mode), rtol=1e-6, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown preprocessing mode 'bgr'"):
+        preprocess_input(rgb, mode="bgr")
