@@ -17,7 +17,7 @@ from sknet_keras import applications
 from sknet_keras.applications import build_model, preprocess_input
 from sknet_keras.convert import convert, source_to_keras
 from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors, write_caffemodel
-from sknet_keras.convert.timm import timm_mapping
+from sknet_keras.convert.timm import keras_to_timm, timm_mapping
 from sknet_keras.registry import MODELS, get_model_config
 
 MINI_SERESNET = MODELS["seresnet50"].replace(
@@ -323,9 +323,11 @@ def test_builders_and_imagenet_weights_from_a_local_release(tmp_path, monkeypatc
     with pytest.raises(ValueError, match=r"(?s)could not download.*storage.openvinotoolkit.org"
                                          r".*SE-ResNet-50.caffemodel.*SKNET_KERAS_WEIGHTS_DIR"):
         applications.SEResNet50(weights="imagenet")
-    with pytest.raises(ValueError, match=r"(?s)no direct download.*hujie-frank/SENet"):
+    with pytest.raises(ValueError, match=r"(?s)could not download.*huggingface.co/timm/"
+                                         r"legacy_senet154.in1k"):
         applications.SENet154(weights="imagenet")
-    assert applications.preprocessing_mode("seresnet152") == "senet"
+    assert applications.preprocessing_mode("seresnet101") == "senet"
+    assert applications.preprocessing_mode("seresnet152") == "torch"  # timm's port
 
     # The release file stands in for the download; the converted weights are cached.
     layers = senet_release_layers(MODELS["seresnet50"])
@@ -352,7 +354,7 @@ def test_release_errors_name_the_problem(tmp_path, rng):
     with pytest.raises(ValueError, match="use seresnext50_caffe"):
         caffe_mapping("seresnext50")
     with pytest.raises(ValueError, match="--source=caffe"):
-        timm_mapping("seresnet50")
+        timm_mapping("sknet50_caffe")
     bad = {"conv1/7x7_s2/bn": [np.zeros(4, "float32")] * 2}
     write_caffemodel(tmp_path / "bn.caffemodel", bad, types={"conv1/7x7_s2/bn": "BatchNorm"})
     with pytest.raises(ValueError, match="BatchNorm layer 'conv1/7x7_s2/bn' has 2 blobs"):
@@ -368,3 +370,48 @@ def test_input_pipeline_normalizes_as_preprocess_input(mode, rng):
                                preprocess_input(rgb.copy(), mode=mode), rtol=1e-6, atol=1e-4)
     with pytest.raises(ValueError, match="unknown preprocessing mode 'bgr'"):
         preprocess_input(rgb, mode="bgr")
+
+
+# timm's legacy SENets (timm/models/senet.py, Cadene's port of the release): key → shape.
+LEGACY_TIMM_FACTS = {
+    "seresnet50": {"layer0.conv1.weight": (64, 3, 7, 7), "layer0.bn1.running_var": (64,),
+                   "layer1.0.conv1.weight": (64, 64, 1, 1),
+                   "layer2.0.conv1.weight": (128, 256, 1, 1),
+                   "layer2.0.conv2.weight": (128, 128, 3, 3),
+                   "layer1.0.se_module.fc1.weight": (16, 256, 1, 1),
+                   "layer1.0.se_module.fc1.bias": (16,),
+                   "layer4.2.se_module.fc2.weight": (2048, 128, 1, 1),
+                   "layer2.0.downsample.0.weight": (512, 256, 1, 1),
+                   "last_linear.weight": (1000, 2048)},
+    "senet154": {"layer0.conv1.weight": (64, 3, 3, 3), "layer0.conv3.weight": (128, 64, 3, 3),
+                 "layer0.bn3.weight": (128,), "layer1.0.conv1.weight": (128, 128, 1, 1),
+                 "layer1.0.conv2.weight": (256, 2, 3, 3),
+                 "layer1.0.downsample.0.weight": (256, 128, 1, 1),
+                 "layer2.0.downsample.0.weight": (512, 256, 3, 3),
+                 "layer3.35.conv3.weight": (1024, 1024, 1, 1),
+                 "last_linear.bias": (1000,)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEGACY_TIMM_FACTS))
+def test_timm_legacy_senet_names_and_shapes(name):
+    model = build_model(name)
+    exported = keras_to_timm(model, name)
+    for key, shape in LEGACY_TIMM_FACTS[name].items():
+        assert exported[key].shape == shape, key
+    assert not any(k.startswith(("conv1.", "fc.", "layer1.0.se.")) for k in exported)
+
+
+def test_caffe_and_timm_legacy_routes_hold_the_same_network(tmp_path, rng):
+    """A release converted from Caffe, exported in timm's legacy layout and converted back
+    gives the same outputs (the `weights="imagenet"` path of SE-ResNet-152 / SENet-154)."""
+    from safetensors.numpy import save_file
+
+    layers = senet_release_layers(MINI_SENET154, classes=10)
+    blobs = random_blobs(layers, 3, rng)
+    write_release(tmp_path / "mini.caffemodel", layers, blobs)
+    from_caffe = convert("caffe", MINI_SENET154, tmp_path / "mini.caffemodel")
+    save_file(keras_to_timm(from_caffe, MINI_SENET154), str(tmp_path / "mini.safetensors"))
+    from_timm = convert("timm", MINI_SENET154, tmp_path / "mini.safetensors")
+    for a, b in zip(from_caffe.weights, from_timm.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -2,7 +2,8 @@
 
 timm names the SK and plain ResNeXt units differently (`conv1.conv`/`conv1.bn` in SK units,
 `conv1`/`bn1` in its plain `Bottleneck`); the mapping follows the model's structure, so one
-function covers SKNet, SK-ResNet, ResNeXt and SE-ResNeXt.
+function covers SKNet, SK-ResNet, ResNeXt and SE-ResNeXt. Models with the SENet Caffe
+release's layout map onto timm's `legacy_*` SENets, which port that release.
 """
 
 import os
@@ -93,10 +94,39 @@ def _unit(config, prefix, t, has_shortcut):
     return out
 
 
+def _legacy_senet_mapping(config, include_top):
+    """timm's `legacy_*` SENets (Cadene's port of the SENet Caffe release, same layout):
+    `layer0.conv1`/`bn1` (three of each for SENet-154's deep stem), `layer{s}.{b}.conv{i}` /
+    `bn{i}`, `se_module.fc1`/`fc2` (biased 1×1 convs), `downsample.{0,1}`, `last_linear`."""
+    out = {}
+    if config.stem == "deep":
+        for i in (1, 2, 3):
+            out.update(_conv_bn(f"conv1_{i}", f"layer0.conv{i}.weight", f"layer0.bn{i}"))
+    else:
+        out.update(_conv_bn("conv1", "layer0.conv1.weight", "layer0.bn1"))
+    for unit in units(config):
+        p, t = unit.keras_prefix, f"layer{unit.stage + 1}.{unit.index}"
+        for i in (1, 2, 3):
+            out.update(_conv_bn(f"{p}_{i}", f"{t}.conv{i}.weight", f"{t}.bn{i}"))
+        for ours, theirs in (("reduce", "fc1"), ("expand", "fc2")):
+            out[f"{p}_se/{ours}/kernel"] = (f"{t}.se_module.{theirs}.weight", pointwise_kernel)
+            out[f"{p}_se/{ours}/bias"] = (f"{t}.se_module.{theirs}.bias", None)
+        if unit.has_shortcut_conv:
+            out.update(_conv_bn(f"{p}_0", f"{t}.downsample.0.weight", f"{t}.downsample.1"))
+    if include_top:
+        out["predictions/kernel"] = ("last_linear.weight", dense_kernel)
+        out["predictions/bias"] = ("last_linear.bias", None)
+    return out
+
+
 def timm_mapping(model_config, include_top=True):
     """{Keras weight path: (timm key, transform or None)} for a registry model."""
     config = get_model_config(model_config)
-    if config.stride_in_reduce or config.stem != "7x7" or config.stem_pool != "symmetric":
+    caffe_layout = (config.stride_in_reduce or config.stem != "7x7"
+                    or config.stem_pool != "symmetric" or config.shortcut_kernel != 1)
+    if caffe_layout and config.block == "bottleneck" and config.attention == "se":
+        return _legacy_senet_mapping(config, include_top)
+    if caffe_layout:
         # Same shapes as a timm ResNet, different function: refuse rather than mis-convert.
         raise ValueError(
             f"{config.name!r} has the layout of an official Caffe release, which no timm "
