@@ -205,6 +205,7 @@ _SK_RESNET = dict(
 )
 
 _SENET_PAGE = "https://github.com/hujie-frank/SENet#trained-models"
+_SKNET_PAGE = "https://github.com/implus/SKNet"
 # Mirrors of the SENet release's caffemodels used by OpenVINO's model zoo (direct links).
 _OPENVINO = "https://storage.openvinotoolkit.org/repositories/open_model_zoo/public/2021.4"
 
@@ -235,13 +236,15 @@ MODELS = {
         ModelConfig("sknet50_caffe", depths=(3, 4, 6, 3), attention="sk", stem_pool="caffe",
                     paper_top1_error=20.79,
                     description="SKNet-50, official Caffe release layout (ceil-mode max pool)",
-                    pretrained=Pretrained("caffe", "SKNet-50.caffemodel", None, "caffe"),
+                    pretrained=Pretrained("caffe", "SKNet-50.caffemodel", None, "caffe",
+                                          page=_SKNET_PAGE),
                     **_RESNEXT_32x4d),
         ModelConfig("sknet101_caffe", depths=(3, 4, 23, 3), attention="sk", stem_pool="caffe",
                     sk=SKConfig(stage_attn_channels=(None, 16, None, None)),
                     paper_top1_error=20.19,
                     description="SKNet-101, official Caffe release layout (d=16 in conv3)",
-                    pretrained=Pretrained("caffe", "SKNet-101.caffemodel", None, "caffe"),
+                    pretrained=Pretrained("caffe", "SKNet-101.caffemodel", None, "caffe",
+                                          page=_SKNET_PAGE),
                     **_RESNEXT_32x4d),
         ModelConfig("sknet101", depths=(3, 4, 23, 3), attention="sk", paper_top1_error=20.19,
                     description="SKNet-101: SK[2,32,16] ResNeXt-101 32x4d", **_RESNEXT_32x4d),
