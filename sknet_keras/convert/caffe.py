@@ -200,11 +200,16 @@ def caffe_mapping(model_config, include_top=True):
     )
 
 
+def _conv_entry(out, path, layer, transform=conv_kernel):
+    """Map a Keras conv kernel `path` to blob 0 of Caffe layer `layer`."""
+    out[f"{path}/kernel"] = (f"{layer}#0", transform)
+
+
 def _sknet_mapping(config, include_top):
     out = {}
 
     def conv(path, layer, transform=conv_kernel):
-        out[f"{path}/kernel"] = (f"{layer}#0", transform)
+        _conv_entry(out, path, layer, transform)
 
     def bn(path, layer):
         for i, name in enumerate(_BN_BLOBS):
@@ -238,11 +243,8 @@ def _sknet_mapping(config, include_top):
 def _senet_mapping(config, include_top):
     out = {}
 
-    def conv(path, layer, transform=conv_kernel):
-        out[f"{path}/kernel"] = (f"{layer}#0", transform)
-
     def conv_bn(prefix, layer):
-        conv(f"{prefix}_conv", layer)
+        _conv_entry(out, f"{prefix}_conv", layer)
         out[f"{prefix}_bn/gamma"] = (f"{layer}/bn/scale#0", flat)
         out[f"{prefix}_bn/beta"] = (f"{layer}/bn/scale#1", flat)
         out[f"{prefix}_bn/moving_mean"] = (f"{layer}/bn#mean", None)
