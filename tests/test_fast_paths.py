@@ -9,6 +9,7 @@ from conftest import MINI_SKRESNEXT
 from sknet_keras.applications import build_model
 from sknet_keras.layers import BatchNorm, SelectiveKernel
 from sknet_keras.layers.group_conv import GroupConv2D
+from sknet_keras.layers.selective_kernel import set_rematerialize
 
 
 def _randomize(layer, rng):
@@ -32,13 +33,16 @@ def _pair(rng, **kwargs):
     return fast, ref, tf.constant(rng.standard_normal(shape).astype("float32"))
 
 
-def _forward_backward(layer, x, training):
+def _forward_backward(layer, x, training, graph=False):
     """Outputs, gradients (input and weights) and BN moving statistics after one call."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        v, a = layer(x, training=training)
-        loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * tf.cos(a))
-    grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            v, a = layer(x, training=training)
+            loss = tf.reduce_sum(v * tf.sin(v)) + tf.reduce_sum(a * tf.cos(a))
+        return v, a, tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+
+    v, a, grads = (tf.function(step) if graph else step)(x)
     stats = [w.numpy() for w in layer.non_trainable_weights]
     return v.numpy(), a.numpy(), [g.numpy() for g in grads], stats
 
@@ -134,12 +138,12 @@ def test_float16_grouped_dilated_conv_trains_on_cpu(strides, dilation, rng):
     assert np.all(np.isfinite(gx.numpy())) and np.all(np.isfinite(gk.numpy()))
 
 
-@pytest.mark.parametrize("strides", [1, 2])
-def test_rematerialized_training_equals_reference(strides, rng):
+@pytest.mark.parametrize("strides,graph", [(1, False), (2, False), (2, True)])
+def test_rematerialized_training_equals_reference(strides, graph, rng):
     """Training path (BN batch stats, recomputed in the backward) = reference: forward,
-    gradients and BN moving statistics."""
+    gradients and BN moving statistics (updated once, not again by the recomputation)."""
     fast, ref, x = _pair(rng, strides=strides)
-    (v1, a1, g1, s1), (v2, a2, g2, s2) = (_forward_backward(layer, x, True)
+    (v1, a1, g1, s1), (v2, a2, g2, s2) = (_forward_backward(layer, x, True, graph)
                                           for layer in (fast, ref))
     np.testing.assert_allclose(v1, v2, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a1, a2, rtol=1e-4, atol=1e-5)
@@ -147,3 +151,24 @@ def test_rematerialized_training_equals_reference(strides, rng):
         np.testing.assert_allclose(p, q, rtol=1e-3, atol=1e-3)
     for p, q in zip(s1, s2):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_rematerialized_model_trains_like_reference(rng):
+    """`set_rematerialize` on a whole model: one `train_on_batch` (Keras' compiled train
+    step, SGD momentum) gives the same loss, weights and BN moving statistics."""
+    models = []
+    for remat in (True, False):
+        keras.utils.set_random_seed(3)
+        model = build_model(MINI_SKRESNEXT, input_shape=(32, 40, 3), classes=5)
+        assert set_rematerialize(model, remat) == 6  # one SK layer per block
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss="sparse_categorical_crossentropy")
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    x = rng.random((4, 32, 40, 3), "float32")
+    y = np.array([0, 1, 2, 4])
+    losses = [[m.train_on_batch(x, y) for _ in range(2)] for m in models]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+    for w1, w2 in zip(models[0].weights, models[1].weights):
+        np.testing.assert_allclose(w1.numpy(), w2.numpy(), rtol=1e-3, atol=1e-4,
+                                   err_msg=w1.path)

@@ -159,7 +159,8 @@ losses = []
 trainer = Trainer(strategy, get_model_config("mini_sknet"), spec, pipeline, tempfile.mkdtemp(),
                   global_batch_size=64, epochs=3, steps_per_epoch=22, max_steps=None,
                   schedule=WarmupSchedule(0.1, 22, 3, "cosine"), precision="float32",
-                  steps_per_loop=22, sync_bn=sys.argv[1] == "sync", log=lambda *a: None)
+                  steps_per_loop=22, sync_bn=sys.argv[1] == "sync",
+                  rematerialize=sys.argv[1] == "remat", log=lambda *a: None)
 first = None
 for epoch in range(3):
     trainer.max_steps = 22 * (epoch + 1)
@@ -173,7 +174,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
 """
 
 
-@pytest.mark.parametrize("bn", ["sync", "local"])
+@pytest.mark.parametrize("bn", ["sync", "local", "remat"])
 def test_mirrored_strategy_over_two_cpus(bn):
     proc = subprocess.run([sys.executable, "-c", MIRRORED_CHECK, bn], env=ENV,
                           capture_output=True, text=True, timeout=600)

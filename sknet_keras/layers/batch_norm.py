@@ -13,6 +13,7 @@ Keras' implementation.
 """
 
 import keras
+from keras import ops
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
@@ -42,19 +43,34 @@ class BatchNorm(keras.layers.BatchNormalization):
         x = tf.convert_to_tensor(inputs)
         if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
             x = tf.cast(x, self.compute_dtype)
+        if training and self.trainable:
+            y, mean, variance = self.normalize_batch(x)
+            self.update_moving_statistics(mean, variance)
+            return y
         gamma = tf.cast(self.gamma.value, tf.float32)
         beta = tf.cast(self.beta.value, tf.float32)
-        if training and self.trainable:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, "float32") * (1 - m))
-            self.moving_variance.assign(
-                self.moving_variance * m + tf.cast(variance, "float32") * (1 - m))
-            return y
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x, gamma, beta,
             mean=tf.cast(self.moving_mean.value, tf.float32),
             variance=tf.cast(self.moving_variance.value, tf.float32),
             epsilon=self.epsilon, data_format="NHWC", is_training=False)
         return y
+
+    def normalize_batch(self, x):
+        """Training-mode BN of a 4D NHWC tensor with its batch statistics, fused kernel.
+
+        Returns (y, batch mean, unbiased batch variance) and updates nothing, so that a
+        recomputation in the backward (`SelectiveKernel(rematerialize=True)`) does not move
+        the moving averages twice.
+        """
+        import tensorflow as tf
+
+        return tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma.value, tf.float32), tf.cast(self.beta.value, tf.float32),
+            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+
+    def update_moving_statistics(self, mean, variance):
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, "float32") * (1 - m))
+        self.moving_variance.assign(
+            self.moving_variance * m + ops.cast(variance, "float32") * (1 - m))

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sknet_keras.layers.selective_kernel import set_rematerialize
 from sknet_keras.trainers import data as data_lib
 from sknet_keras.trainers.strategy import is_chief
 
@@ -62,8 +63,8 @@ class Trainer:
             for layer in self.model._flatten_layers():
                 if sync_bn and isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
-                if rematerialize and hasattr(layer, "rematerialize"):
-                    layer.rematerialize = True
+            if rematerialize:
+                set_rematerialize(self.model)
             optimizer = make_optimizer(optimizer_name, schedule, weight_decay)
             if precision == "float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -38,7 +38,7 @@ flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (r
 flags.DEFINE_string("tpu", None, "TPU address (--strategy=tpu).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica forward/backward.")
 flags.DEFINE_bool("sync_bn", False, "Synchronize BN batch statistics across replicas.")
-flags.DEFINE_bool("rematerialize", False, "Recompute SK branch activations in the backward "
+flags.DEFINE_bool("rematerialize", False, "Recompute each SK unit in the backward "
                   "(less memory, slower steps).")
 flags.DEFINE_integer("steps_per_epoch", None, "Override steps per epoch (short runs).")
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in all.")
