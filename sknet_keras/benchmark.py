@@ -24,7 +24,8 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["sknet50"], "Registry models to measure (ResNet50 is always added).")
+flags.DEFINE_list("models", ["sknet50"], "Registry models to measure (ResNet50 is always added); "
+                  "NAME:remat builds NAME with its SK layers rematerialized in training.")
 flags.DEFINE_integer("batch_size", 16, "Batch size.")
 flags.DEFINE_integer("image_size", 224, "Input height and width.")
 flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
@@ -37,6 +38,8 @@ flags.DEFINE_integer("warmup", 2, "Untimed calls per mode before timing.")
 flags.DEFINE_integer("repeats", 5, "Rounds over all candidates; the median is reported.")
 flags.DEFINE_integer("iters", 2, "Calls per candidate per round.")
 flags.DEFINE_integer("memory_batch_size", 32, "Batch size of the memory probe (0: skip).")
+flags.DEFINE_integer("memory_repeats", 1, "Memory probes per model (fresh processes); the "
+                     "median is reported (one probe varies by a few percent).")
 flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 flags.DEFINE_string("memory_probe", None, "Internal: run the memory probe for this model.")
 
@@ -48,10 +51,18 @@ def build(name, image_size, dtype_policy):
 
     from sknet_keras.applications import build_model
 
+    from sknet_keras.layers.selective_kernel import set_rematerialize
+
     keras.mixed_precision.set_dtype_policy(dtype_policy)
     if name == YARDSTICK:
         return keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3))
-    return build_model(name, input_shape=(image_size, image_size, 3))
+    base, _, variant = name.partition(":")
+    model = build_model(base, input_shape=(image_size, image_size, 3))
+    if variant == "remat":
+        set_rematerialize(model)
+    elif variant:
+        raise ValueError(f"unknown model variant {variant!r} in {name!r} (known: remat)")
+    return model
 
 
 def compile_for_training(model, jit_compile):
@@ -130,7 +141,12 @@ def memory_probe(name, batch_size, image_size, dtype_policy, jit_compile):
     return (_rss_kb("VmHWM") - baseline) / 1024
 
 
-def peak_memory(name):
+def peak_memory(name, repeats=1):
+    """Median over `repeats` fresh-process probes."""
+    return statistics.median(_probe_once(name) for _ in range(max(1, repeats)))
+
+
+def _probe_once(name):
     cmd = [sys.executable, "-m", "sknet_keras.benchmark", f"--memory_probe={name}",
            f"--memory_batch_size={FLAGS.memory_batch_size}", f"--image_size={FLAGS.image_size}",
            f"--dtype_policy={FLAGS.dtype_policy}", f"--jit_compile={FLAGS.jit_compile}"]
@@ -166,7 +182,14 @@ def main(argv):
         return
     from sknet_keras.registry import get_model_config
 
-    names = [YARDSTICK] + [get_model_config(n).name for n in FLAGS.models]
+    def canonical(name):
+        base, sep, variant = name.partition(":")
+        if sep and variant != "remat":
+            raise app.UsageError(f"--models: unknown variant {variant!r} in {name!r} "
+                                 "(known: remat)")
+        return get_model_config(base).name + sep + variant
+
+    names = [YARDSTICK] + [canonical(n) for n in FLAGS.models]
     unknown = set(FLAGS.modes) - {"predict", "function", "train"}
     if unknown:
         raise app.UsageError(f"--modes: unknown mode(s) {sorted(unknown)}")
@@ -177,12 +200,13 @@ def main(argv):
           f"{os.cpu_count()} CPUs, devices: {[d.name for d in tf.config.list_logical_devices()]}")
     results = measure(names, FLAGS.batch_size, FLAGS.image_size, FLAGS.dtype_policy,
                       FLAGS.jit_compile, FLAGS.modes, FLAGS.warmup, FLAGS.repeats, FLAGS.iters)
-    memory = {n: peak_memory(n) for n in names} if FLAGS.memory_batch_size else {}
+    memory = ({n: peak_memory(n, FLAGS.memory_repeats) for n in names}
+              if FLAGS.memory_batch_size else {})
     print(report(results, memory, FLAGS.modes))
     payload = {
         "settings": {k: getattr(FLAGS, k) for k in ("batch_size", "image_size", "dtype_policy",
                                                    "jit_compile", "modes", "repeats", "iters",
-                                                   "memory_batch_size")},
+                                                   "memory_batch_size", "memory_repeats")},
         "results": results,
         "train_peak_mib": memory,
         "tensorflow": tf.__version__,

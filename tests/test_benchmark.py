@@ -1,0 +1,70 @@
+"""`python -m sknet_keras.benchmark` runs end to end (a smoke run on tiny inputs; the
+speed and memory numbers themselves are the benchmark's job, not a test's)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+CMD = [sys.executable, "-m", "sknet_keras.benchmark"]
+
+
+def test_smoke_run_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        CMD + ["--models=mini_sknet,mini_sknet:remat", "--image_size=32", "--batch_size=2",
+               "--warmup=1", "--repeats=2", "--iters=1", "--memory_batch_size=2",
+               f"--output={out}"],
+        env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    names = ["keras_resnet50", "mini_sknet", "mini_sknet:remat"]
+    assert list(payload["results"]) == names
+    for name in names:
+        for mode in ("predict", "function", "train"):
+            samples = payload["results"][name][mode]["samples"]
+            assert len(samples) == 2 and all(s > 0 for s in samples)
+        assert payload["train_peak_mib"][name] > 0
+    table = proc.stdout
+    assert "ratio" in table and all(n in table for n in names)
+    yardstick_row = next(line for line in table.splitlines()
+                         if line.startswith("keras_resnet50"))
+    assert yardstick_row.split()[2] == "1.00"  # ratios are to ResNet50
+
+
+REMAT_CHECK = """
+import json
+from sknet_keras import benchmark
+from sknet_keras.layers import SelectiveKernel
+out = {}
+for name in ("mini_sknet", "mini_sknet:remat"):
+    model = benchmark.build(name, 32, "float32")
+    out[name] = [l.rematerialize for l in model._flatten_layers()
+                 if isinstance(l, SelectiveKernel)]
+print(json.dumps(out))
+"""
+
+
+def test_remat_variant_switches_every_sk_layer():
+    # A subprocess: the benchmark module defines absl flags, as does the package's CLI.
+    proc = subprocess.run([sys.executable, "-c", REMAT_CHECK], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["mini_sknet:remat"] and all(out["mini_sknet:remat"])
+    assert len(out["mini_sknet"]) == len(out["mini_sknet:remat"])
+    assert not any(out["mini_sknet"])
+
+
+@pytest.mark.parametrize("models,message", [
+    ("mini_sknet:fast", "unknown variant 'fast'"),
+    ("sknet51", "sknet51"),
+])
+def test_bad_model_names_fail_naming_them(models, message):
+    proc = subprocess.run(CMD + [f"--models={models}", "--memory_batch_size=0"], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
