@@ -44,24 +44,31 @@ flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results
 flags.DEFINE_string("memory_probe", None, "Internal: run the memory probe for this model.")
 
 YARDSTICK = "keras_resnet50"
+VARIANTS = ("remat",)
+
+
+def split_variant(name):
+    """"sknet50:remat" → ("sknet50", "remat"); ValueError naming an unknown variant."""
+    base, _, variant = name.partition(":")
+    if variant and variant not in VARIANTS:
+        raise ValueError(
+            f"unknown variant {variant!r} in {name!r} (known: {', '.join(VARIANTS)})")
+    return base, variant
 
 
 def build(name, image_size, dtype_policy):
     import keras
 
     from sknet_keras.applications import build_model
-
     from sknet_keras.layers.selective_kernel import set_rematerialize
 
     keras.mixed_precision.set_dtype_policy(dtype_policy)
     if name == YARDSTICK:
         return keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3))
-    base, _, variant = name.partition(":")
+    base, variant = split_variant(name)
     model = build_model(base, input_shape=(image_size, image_size, 3))
     if variant == "remat":
         set_rematerialize(model)
-    elif variant:
-        raise ValueError(f"unknown model variant {variant!r} in {name!r} (known: remat)")
     return model
 
 
@@ -183,11 +190,11 @@ def main(argv):
     from sknet_keras.registry import get_model_config
 
     def canonical(name):
-        base, sep, variant = name.partition(":")
-        if sep and variant != "remat":
-            raise app.UsageError(f"--models: unknown variant {variant!r} in {name!r} "
-                                 "(known: remat)")
-        return get_model_config(base).name + sep + variant
+        try:
+            base, variant = split_variant(name)
+        except ValueError as e:
+            raise app.UsageError(f"--models: {e}") from None
+        return get_model_config(base).name + (":" + variant if variant else "")
 
     names = [YARDSTICK] + [canonical(n) for n in FLAGS.models]
     unknown = set(FLAGS.modes) - {"predict", "function", "train"}

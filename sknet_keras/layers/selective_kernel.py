@@ -75,8 +75,8 @@ class SelectiveKernel(keras.layers.Layer):
         implementation: "auto" (XLA-fused element-wise part on TensorFlow) or "reference".
         rematerialize: in training, keep only the input and recompute the unit (branch
             convs, BN, select) in the backward (TensorFlow, unsynchronized BN): SKNet-50
-            float32 batch 32 peak training memory 6040 → 4766 MiB (1.73× → 1.37× of
-            ResNet50's), training step 0.91× → 0.81× of ResNet50's speed.
+            float32 batch 32 peak training memory 6122 → 4668 MiB (1.75× → 1.34× of
+            ResNet50's), training step 0.93× → 0.82× of ResNet50's speed.
     """
 
     def __init__(
