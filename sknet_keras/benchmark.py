@@ -8,9 +8,17 @@ robin over repeats), after warm-up, through the paths users call:
 - inference, `model(x, training=False)` inside a `tf.function`;
 - training, `train_on_batch` (the `model.fit` train step: forward, backward, SGD update).
 
-Peak memory of a training step is measured per model in a fresh subprocess (peak resident
-set above the process's baseline after importing TensorFlow), so models do not share a
-high-water mark. Results are printed as a table and written as JSON.
+Each model's multiply-adds per image are counted from its layers (`sknet_keras.complexity`),
+and every speed is also reported per multiply-add relative to ResNet50 ("eff"): 1.00 means
+the model's arithmetic runs as fast as ResNet50's, so a speed ratio below 1 with eff near 1
+is the model's extra arithmetic, not a slow implementation.
+
+Peak memory of a training step is measured per model in a fresh subprocess, so models do not
+share a high-water mark: either the peak resident set above the process's baseline after
+importing TensorFlow ("rss": what the machine sees, allocator caching included), or the peak
+bytes held by TensorFlow's allocator ("allocator": live tensors only; on a GPU this is the
+device memory that limits the batch size, so "auto" picks it there and "rss" on CPU).
+Results are printed as a table and written as JSON.
 """
 
 import json
@@ -40,6 +48,10 @@ flags.DEFINE_integer("iters", 2, "Calls per candidate per round.")
 flags.DEFINE_integer("memory_batch_size", 32, "Batch size of the memory probe (0: skip).")
 flags.DEFINE_integer("memory_repeats", 1, "Memory probes per model (fresh processes); the "
                      "median is reported (one probe varies by a few percent).")
+flags.DEFINE_enum("memory_measure", "auto", ["auto", "rss", "allocator"],
+                  "rss: peak resident set of the probe process; allocator: peak bytes in use "
+                  "by TensorFlow's allocator (BFC, also on CPU); auto: allocator on a GPU, "
+                  "else rss.")
 flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 flags.DEFINE_string("memory_probe", None, "Internal: run the memory probe for this model.")
 
@@ -104,10 +116,13 @@ def runners(model, x, y, modes, jit_compile):
 def measure(names, batch_size, image_size, dtype_policy, jit_compile, modes, warmup, repeats,
             iters, log=print):
     """{model: {mode: {"images_per_s": median, "samples": [...]}}}, candidates alternated."""
+    from sknet_keras.complexity import count_macs
+
     x, y = _data(batch_size, image_size)
-    candidates = {}
+    candidates, gmacs = {}, {}
     for name in names:
         model = build(name, image_size, dtype_policy)
+        gmacs[name] = count_macs(model) / 1e9
         compile_for_training(model, jit_compile)
         candidates[name] = runners(model, x, y, modes, jit_compile)
         for run in candidates[name].values():
@@ -123,8 +138,9 @@ def measure(names, batch_size, image_size, dtype_policy, jit_compile, modes, war
                     run()
                 samples[name][mode].append(batch_size * iters / (time.perf_counter() - start))
         log(f"  round {r + 1}/{repeats} done")
-    return {n: {m: {"images_per_s": statistics.median(s), "samples": s}
-                for m, s in modes_.items()} for n, modes_ in samples.items()}
+    return {n: {"gmacs": gmacs[n],
+                **{m: {"images_per_s": statistics.median(s), "samples": s}
+                   for m, s in modes_.items()}} for n, modes_ in samples.items()}
 
 
 def _rss_kb(field):
@@ -135,9 +151,23 @@ def _rss_kb(field):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def memory_probe(name, batch_size, image_size, dtype_policy, jit_compile):
-    """Peak RSS (MiB) of training steps above the post-import baseline, this process."""
-    import tensorflow as tf  # noqa: F401  (baseline includes TensorFlow itself)
+def resolve_memory_measure(measure):
+    """"auto" → "allocator" when TensorFlow sees a GPU (device memory), else "rss"."""
+    if measure != "auto":
+        return measure
+    import tensorflow as tf
+
+    return "allocator" if tf.config.list_logical_devices("GPU") else "rss"
+
+
+def memory_probe(name, batch_size, image_size, dtype_policy, jit_compile, measure="rss"):
+    """Peak memory (MiB) of three training steps in this process (see module doc).
+
+    "rss": peak resident set above the post-import baseline. "allocator": peak bytes in use
+    by TensorFlow's allocator on the first GPU, else on the CPU, whose allocator must then be
+    BFC (`TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow starts: `peak_memory` sets it).
+    """
+    import tensorflow as tf  # (the rss baseline includes TensorFlow itself)
 
     baseline = _rss_kb("VmRSS")
     model = build(name, image_size, dtype_policy)
@@ -145,37 +175,47 @@ def memory_probe(name, batch_size, image_size, dtype_policy, jit_compile):
     x, y = _data(batch_size, image_size)
     for _ in range(3):
         model.train_on_batch(x, y)
-    return (_rss_kb("VmHWM") - baseline) / 1024
+    if measure == "rss":
+        return (_rss_kb("VmHWM") - baseline) / 1024
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    return tf.config.experimental.get_memory_info(device)["peak"] / 2**20
 
 
-def peak_memory(name, repeats=1):
+def peak_memory(name, measure, repeats=1):
     """Median over `repeats` fresh-process probes."""
-    return statistics.median(_probe_once(name) for _ in range(max(1, repeats)))
+    return statistics.median(_probe_once(name, measure) for _ in range(max(1, repeats)))
 
 
-def _probe_once(name):
+def _probe_once(name, measure):
     cmd = [sys.executable, "-m", "sknet_keras.benchmark", f"--memory_probe={name}",
            f"--memory_batch_size={FLAGS.memory_batch_size}", f"--image_size={FLAGS.image_size}",
-           f"--dtype_policy={FLAGS.dtype_policy}", f"--jit_compile={FLAGS.jit_compile}"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+           f"--dtype_policy={FLAGS.dtype_policy}", f"--jit_compile={FLAGS.jit_compile}",
+           f"--memory_measure={measure}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if measure == "allocator":
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # CPU tensors through BFC, which counts bytes
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def report(results, memory, modes):
+    """The table: per mode img/s, ratio to ResNet50 and eff (ratio per multiply-add)."""
     base = results[YARDSTICK]
-    header = f"{'model':<16}" + "".join(f"{m + ' img/s':>16}{'ratio':>7}" for m in modes)
+    header = f"{'model':<18}{'GMAC':>7}" + "".join(
+        f"{m + ' img/s':>16}{'ratio':>7}{'eff':>6}" for m in modes)
     if memory:
         header += f"{'train peak MiB':>16}{'ratio':>7}"
     lines = [header]
     for name, res in results.items():
-        row = f"{name:<16}"
+        row = f"{name:<18}{res['gmacs']:>7.3f}"
         for m in modes:
-            v = res[m]["images_per_s"]
-            row += f"{v:>16.2f}{v / base[m]['images_per_s']:>7.2f}"
+            ratio = res[m]["images_per_s"] / base[m]["images_per_s"]
+            row += (f"{res[m]['images_per_s']:>16.2f}{ratio:>7.2f}"
+                    f"{ratio * res['gmacs'] / base['gmacs']:>6.2f}")
         if memory:
             row += f"{memory[name]:>16.0f}{memory[name] / memory[YARDSTICK]:>7.2f}"
         lines.append(row)
+    lines.append("ratio: images/s over ResNet50's; eff: multiply-adds/s over ResNet50's")
     return "\n".join(lines)
 
 
@@ -184,7 +224,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.memory_probe:
         peak = memory_probe(FLAGS.memory_probe, FLAGS.memory_batch_size, FLAGS.image_size,
-                            FLAGS.dtype_policy, FLAGS.jit_compile)
+                            FLAGS.dtype_policy, FLAGS.jit_compile,
+                            resolve_memory_measure(FLAGS.memory_measure))
         print(json.dumps({"peak_mib": peak}))
         return
     from sknet_keras.registry import get_model_config
@@ -207,13 +248,17 @@ def main(argv):
           f"{os.cpu_count()} CPUs, devices: {[d.name for d in tf.config.list_logical_devices()]}")
     results = measure(names, FLAGS.batch_size, FLAGS.image_size, FLAGS.dtype_policy,
                       FLAGS.jit_compile, FLAGS.modes, FLAGS.warmup, FLAGS.repeats, FLAGS.iters)
-    memory = ({n: peak_memory(n, FLAGS.memory_repeats) for n in names}
+    memory_measure = resolve_memory_measure(FLAGS.memory_measure)
+    memory = ({n: peak_memory(n, memory_measure, FLAGS.memory_repeats) for n in names}
               if FLAGS.memory_batch_size else {})
     print(report(results, memory, FLAGS.modes))
+    if memory:
+        print(f"train peak memory: batch {FLAGS.memory_batch_size}, measured as {memory_measure}")
     payload = {
         "settings": {k: getattr(FLAGS, k) for k in ("batch_size", "image_size", "dtype_policy",
                                                    "jit_compile", "modes", "repeats", "iters",
                                                    "memory_batch_size", "memory_repeats")},
+        "memory_measure": memory_measure,
         "results": results,
         "train_peak_mib": memory,
         "tensorflow": tf.__version__,

@@ -17,7 +17,7 @@ def test_smoke_run_writes_table_and_json(tmp_path):
     proc = subprocess.run(
         CMD + ["--models=mini_sknet,mini_sknet:remat", "--image_size=32", "--batch_size=2",
                "--warmup=1", "--repeats=2", "--iters=1", "--memory_batch_size=2",
-               f"--output={out}"],
+               "--memory_measure=allocator", f"--output={out}"],
         env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads(out.read_text())
@@ -28,11 +28,30 @@ def test_smoke_run_writes_table_and_json(tmp_path):
             samples = payload["results"][name][mode]["samples"]
             assert len(samples) == 2 and all(s > 0 for s in samples)
         assert payload["train_peak_mib"][name] > 0
+    assert payload["memory_measure"] == "allocator"
+    # At the SGD update, weights, gradients and momentum of ResNet50 (25.6 M trainable) are all live.
+    assert payload["train_peak_mib"]["keras_resnet50"] > 3 * 25_583_592 * 4 / 2**20
+    gmacs = {n: payload["results"][n]["gmacs"] for n in names}
+    assert gmacs["mini_sknet"] == gmacs["mini_sknet:remat"] > 0
+    assert gmacs["keras_resnet50"] > 10 * gmacs["mini_sknet"]
     table = proc.stdout
-    assert "ratio" in table and all(n in table for n in names)
-    yardstick_row = next(line for line in table.splitlines()
-                         if line.startswith("keras_resnet50"))
-    assert yardstick_row.split()[2] == "1.00"  # ratios are to ResNet50
+    assert "ratio" in table and "eff" in table and all(n in table for n in names)
+    yardstick = next(line for line in table.splitlines() if line.startswith("keras_resnet50"))
+    # Columns: name, GMAC, then per mode img/s, ratio, eff: all 1.00 for the yardstick.
+    assert yardstick.split()[3:5] == ["1.00", "1.00"]
+    mini = next(line for line in table.splitlines() if line.startswith("mini_sknet "))
+    _, gmac, ips, ratio, eff = mini.split()[:5]
+    assert float(eff) == pytest.approx(float(ratio) * gmacs["mini_sknet"] / gmacs["keras_resnet50"],
+                                       abs=0.006)
+
+
+def test_rss_memory_probe_reports_the_training_high_water_mark():
+    proc = subprocess.run(
+        CMD + ["--memory_probe=mini_sknet", "--memory_measure=rss", "--image_size=32",
+               "--memory_batch_size=2"],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"] > 0
 
 
 REMAT_CHECK = """
