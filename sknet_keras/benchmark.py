@@ -115,7 +115,8 @@ def runners(model, x, y, modes, jit_compile):
 
 def measure(names, batch_size, image_size, dtype_policy, jit_compile, modes, warmup, repeats,
             iters, log=print):
-    """{model: {mode: {"images_per_s": median, "samples": [...]}}}, candidates alternated."""
+    """{model: {"gmacs": G multiply-adds per image, mode: {"images_per_s": median,
+    "samples": [...]}}}, candidates alternated."""
     from sknet_keras.complexity import count_macs
 
     x, y = _data(batch_size, image_size)
