@@ -9,9 +9,9 @@ import numpy as np
 from keras.applications import imagenet_utils as _keras_imagenet_utils
 
 
-# The SENet release's prototxts state `mean_value: 104, 117, 123` (BGR), not the
-# [103.939, 116.779, 123.68] of Keras' "caffe" mode.
-SENET_BGR_MEAN = (104.0, 117.0, 123.0)
+# BGR means subtracted by the Caffe-style modes: Keras' "caffe" mode, and the SENet release,
+# whose prototxts state `mean_value: 104, 117, 123`.
+BGR_MEANS = {"caffe": (103.939, 116.779, 123.68), "senet": (104.0, 117.0, 123.0)}
 MODES = ("torch", "caffe", "tf", "senet")
 
 
@@ -33,7 +33,7 @@ def preprocess_input(x, data_format=None, mode="torch"):
         bgr = x[::-1, ...] if len(x.shape) == 3 else x[:, ::-1, ...]
     else:
         axis_shape, bgr = (3,), x[..., ::-1]
-    mean = np.reshape(np.asarray(SENET_BGR_MEAN, "float32"), axis_shape)
+    mean = np.reshape(np.asarray(BGR_MEANS["senet"], "float32"), axis_shape)
     if isinstance(x, np.ndarray):
         return bgr.astype(keras.backend.floatx(), copy=False) - mean
     return keras.ops.cast(bgr, keras.backend.floatx()) - mean

@@ -19,10 +19,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from sknet_keras.applications.imagenet_utils import BGR_MEANS
+
 MEAN_STD = {
     "torch": ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
 }
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder", "digits")
 CIFAR_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
@@ -204,11 +205,8 @@ def eval_image(encoded, image_size, crop_fraction=0.875, method="bicubic"):
 
 def normalize(image, mode="torch"):
     """RGB [0, 255] → network input, as `preprocess_input(mode=...)`."""
-    if mode in ("caffe", "senet"):
-        from sknet_keras.applications.imagenet_utils import SENET_BGR_MEAN
-
-        mean = CAFFE_MEAN_BGR if mode == "caffe" else SENET_BGR_MEAN
-        return image[..., ::-1] - tf.constant(mean)
+    if mode in BGR_MEANS:
+        return image[..., ::-1] - tf.constant(BGR_MEANS[mode])
     mean, std = MEAN_STD[mode]
     return (image - tf.constant(mean)) / tf.constant(std)
 
