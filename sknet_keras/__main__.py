@@ -15,15 +15,16 @@ def model_table(names, image_size=224):
 
     from sknet_keras.applications import build_model
     from sknet_keras.complexity import count_macs
-    from sknet_keras.registry import get_model_config
+    from sknet_keras.registry import get_entry
 
     rows = []
     for name in names:
-        config = get_model_config(name)
-        model = build_model(config, input_shape=(image_size, image_size, 3))
+        entry = get_entry(name)
+        model = build_model(entry.config, input_shape=(image_size, image_size, 3))
         trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
-        rows.append((config.name, trainable, model.count_params(), count_macs(model) / 1e9,
-                     config.paper_top1_error, config.description))
+        error = entry.paper.top1_error if entry.paper else None
+        rows.append((entry.name, trainable, model.count_params(), count_macs(model) / 1e9,
+                     error, entry.description))
         keras.backend.clear_session()
     return rows
 

@@ -10,12 +10,12 @@ import pytest  # noqa: E402
 from sknet_keras.registry import MODELS, ModelConfig  # noqa: E402
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
-# Large reference files stay outside the repository (SPEC §5); CI has them beside the clone.
+# Large reference files stay outside the repository (tests/data/README.md); CI has them beside the clone.
 SHARED_REFERENCE = os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
 )
 
-# Tiny networks with the same blocks and code paths as the real ones (SPEC §5).
+# Tiny networks with the same blocks and code paths as the real ones (tests/data/README.md).
 MINI_SKRESNEXT = ModelConfig(
     "mini_skresnext", block="bottleneck", depths=(2, 2, 1, 1), widths=(8, 16, 32, 64),
     out_channels=(64, 128, 256, 512), groups=8, attention="sk",

@@ -249,7 +249,7 @@ def test_registry_names_are_forgiving_and_configs_pass_through():
 
 
 def test_named_weights_format_is_strict_and_skips_the_head(tmp_path, rng):
-    from sknet_keras.applications.weights import load_weights, save_weights
+    from sknet_keras.weights.files import load_weights, save_weights
 
     full = build_model(MINI_SKRESNEXT, input_shape=(32, 32, 3), classes=5)
     path = tmp_path / "mini.h5"

@@ -16,7 +16,8 @@ import tensorflow as tf
 from sknet_keras import applications
 from sknet_keras.applications import build_model, preprocess_input
 from sknet_keras.convert import convert, source_to_keras
-from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors, write_caffemodel
+from caffe_writer import write_caffemodel
+from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors
 from sknet_keras.convert.timm import keras_to_timm, timm_mapping
 from sknet_keras.registry import MODELS, get_model_config
 
@@ -363,7 +364,7 @@ def test_release_errors_name_the_problem(tmp_path, rng):
 
 @pytest.mark.parametrize("mode", ["torch", "caffe", "senet"])
 def test_input_pipeline_normalizes_as_preprocess_input(mode, rng):
-    from sknet_keras.trainers.data import normalize
+    from sknet_keras.trainers.pipeline import normalize
 
     rgb = rng.uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(normalize(tf.constant(rgb), mode).numpy(),

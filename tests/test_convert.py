@@ -1,4 +1,4 @@
-"""timm and Caffe converters, `weights="imagenet"`, against timm's golden outputs (SPEC §5)."""
+"""timm and Caffe converters, `weights="imagenet"`, against timm's golden outputs (tests/data/README.md)."""
 
 import os
 import re
@@ -14,8 +14,10 @@ from conftest import DATA_DIR, MINI_SKRESNET, MINI_SKRESNEXT, SHARED_REFERENCE
 from sknet_keras import applications
 from sknet_keras.applications import build_model
 from sknet_keras.convert import convert
-from sknet_keras.convert.caffe import caffe_mapping, read_caffemodel, write_caffemodel
-from sknet_keras.convert.timm import INVERSE, keras_to_timm, read_timm_checkpoint
+from caffe_writer import write_caffemodel
+from sknet_keras.convert.caffe import caffe_mapping, read_caffemodel
+from sknet_keras.convert.common import INVERSE
+from sknet_keras.convert.timm import keras_to_timm, read_timm_checkpoint
 from sknet_keras.registry import get_model_config
 
 
@@ -84,12 +86,9 @@ def test_bad_checkpoint_files(tmp_path):
         convert("timm", "sknet50", tmp_path / "absent.safetensors")
     with pytest.raises(ValueError, match="unknown source"):
         convert("onnx", "sknet50", corrupt)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        (tmp_path / "model.pth").write_bytes(b"x")
-        with pytest.raises(ValueError, match="needs PyTorch"):
-            read_timm_checkpoint(tmp_path / "model.pth")
+    (tmp_path / "model.pth").write_bytes(b"x")
+    with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint"):
+        read_timm_checkpoint(tmp_path / "model.pth")
     garbage = tmp_path / "model.caffemodel"
     garbage.write_bytes(b"\xff" * 32)
     with pytest.raises(ValueError, match="caffemodel"):

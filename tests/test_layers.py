@@ -110,8 +110,8 @@ def reference_sk(x, layer):
                                                   g), b), 0))
     u = sum(feats)
     s = u.mean(axis=(1, 2))
-    z = np.maximum(bn(s @ keras.ops.convert_to_numpy(layer.fuse_conv.kernel), layer.fuse_bn), 0)
-    logits = (z @ keras.ops.convert_to_numpy(layer.select_conv.kernel)).reshape(len(x), m, -1)
+    z = np.maximum(bn(s @ keras.ops.convert_to_numpy(layer.attn.fuse_conv.kernel), layer.attn.fuse_bn), 0)
+    logits = (z @ keras.ops.convert_to_numpy(layer.attn.select_conv.kernel)).reshape(len(x), m, -1)
     a = np.exp(logits - logits.max(1, keepdims=True))
     a /= a.sum(1, keepdims=True)
     v = sum(a[:, i, None, None, :] * feats[i] for i in range(m))
@@ -134,7 +134,7 @@ def test_selective_kernel_matches_reference(kwargs, rng):
     layer = SelectiveKernel(16, return_attention=True, **{"min_attn_channels": 8, **kwargs})
     layer.build(x.shape)
     _randomize_bn(layer, rng)
-    for w in (layer.fuse_conv.kernel, layer.select_conv.kernel):
+    for w in (layer.attn.fuse_conv.kernel, layer.attn.select_conv.kernel):
         w.assign(rng.normal(0, 0.5, w.shape))
     v, a = (keras.ops.convert_to_numpy(t) for t in layer(x, training=False))
     rv, ra = reference_sk(x, layer)
@@ -147,7 +147,7 @@ def test_selective_kernel_attention_is_softmax_over_branches(rng):
     layer = SelectiveKernel(32, branches=3, groups=8, return_attention=True)
     x = rng.standard_normal((4, 8, 8, 32)).astype("float32")
     layer.build(x.shape)
-    layer.select_conv.kernel.assign(rng.normal(0, 2.0, layer.select_conv.kernel.shape))
+    layer.attn.select_conv.kernel.assign(rng.normal(0, 2.0, layer.attn.select_conv.kernel.shape))
     _, a = layer(x, training=False)
     a = keras.ops.convert_to_numpy(a)
     np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-6)
@@ -162,7 +162,7 @@ def test_selective_kernel_without_attention_is_plain_sum(rng):
     feats = [keras.ops.convert_to_numpy(keras.ops.relu(bn(conv(x), training=False)))
              for conv, bn in zip(layer.branch_convs, layer.branch_bns)]
     np.testing.assert_allclose(y, feats[0] + feats[1], rtol=1e-5, atol=1e-5)
-    assert not hasattr(layer, "select_conv")
+    assert layer.attn is None
     # Branch convs + branch BN gamma/beta only.
     assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == 2 * (9 * 4 * 16 + 32)
 

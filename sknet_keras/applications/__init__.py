@@ -4,7 +4,7 @@
     model = SKNet50(include_top=False, input_shape=(224, 224, 3), pooling="avg")
 """
 
-from sknet_keras.applications.backbone import build_model
+from sknet_keras.applications.builder import build_model
 from sknet_keras.applications.imagenet_utils import (
     decode_predictions,
     preprocess_input,

@@ -8,6 +8,9 @@ import keras
 import numpy as np
 from keras.applications import imagenet_utils as _keras_imagenet_utils
 
+from sknet_keras import presets
+from sknet_keras.registry import get_model_config
+
 
 # BGR means subtracted by the Caffe-style modes: Keras' "caffe" mode, and the SENet release,
 # whose prototxts state `mean_value: 104, 117, 123`.
@@ -41,10 +44,7 @@ def preprocess_input(x, data_format=None, mode="torch"):
 
 def preprocessing_mode(model):
     """`preprocess_input` mode matching a registry model's ImageNet weights."""
-    from sknet_keras.registry import get_model_config
-
-    config = get_model_config(model)
-    return config.pretrained.preprocessing if config.pretrained else "torch"
+    return presets.preprocessing_mode(get_model_config(model).name)
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,8 +17,9 @@ import struct
 
 import numpy as np
 
-from sknet_keras.convert.timm import conv_kernel, dense_kernel, pointwise_kernel
-from sknet_keras.registry import get_model_config, units
+from sknet_keras.convert.common import conv_kernel, dense_kernel, flat, pointwise_kernel
+from sknet_keras.models.resnet import units
+from sknet_keras.registry import get_model_config
 
 # caffe.proto field numbers.
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
@@ -135,49 +136,6 @@ def read_caffemodel(path):
     return {name: blobs for name, (_, blobs) in read_caffemodel_layers(path).items()}
 
 
-def _key(field, wire):
-    return _encode_varint((field << 3) | wire)
-
-
-def _encode_varint(v):
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        out.append(b | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _len_delimited(field, payload):
-    return _key(field, 2) + _encode_varint(len(payload)) + payload
-
-
-def write_caffemodel(path, layers, net_name="net", types=None):
-    """Write {layer name: [blob arrays]} as a `.caffemodel` (NetParameter with `layer`);
-    `types` optionally gives {layer name: Caffe layer type}."""
-    out = [_len_delimited(1, net_name.encode())]
-    types = types or {}
-    for name, blobs in layers.items():
-        layer = [_len_delimited(_LAYER_NAME, name.encode())]
-        if name in types:
-            layer.append(_len_delimited(_LAYER_TYPE, types[name].encode()))
-        for blob in blobs:
-            blob = np.asarray(blob, np.float32)
-            dims = b"".join(_encode_varint(int(d)) for d in blob.shape)
-            shape = _len_delimited(_SHAPE_DIM, dims)
-            layer.append(_len_delimited(_LAYER_BLOBS, _len_delimited(_BLOB_SHAPE, shape)
-                                        + _len_delimited(_BLOB_DATA, blob.astype("<f4").tobytes())))
-        out.append(_len_delimited(_NET_LAYER, b"".join(layer)))
-    with open(path, "wb") as f:
-        f.write(b"".join(out))
-
-
-def flat(w):
-    """Caffe BN blobs may be stored (C,) or (1, C, 1, 1)."""
-    return np.reshape(w, (-1,))
-
-
 _BN_BLOBS = ("gamma", "beta", "moving_mean", "moving_variance")  # [scale, bias, mean, var]
 
 
@@ -226,9 +184,9 @@ def _sknet_mapping(config, include_top):
             layer = f"{c}/3x3g{g}" + (f"d{d}" if d > 1 else "")
             conv(f"{p}_2_sk/branch{m}_conv", layer)
             bn(f"{p}_2_sk/branch{m}_bn", f"{layer}/bn")
-        conv(f"{p}_2_sk/fuse_conv", f"{c}/B_fc1", pointwise_kernel)
-        bn(f"{p}_2_sk/fuse_bn", f"{c}/B_fc1/bn")
-        conv(f"{p}_2_sk/select_conv", f"{c}/B_fc2", pointwise_kernel)
+        conv(f"{p}_2_sk/attn/fuse_conv", f"{c}/B_fc1", pointwise_kernel)
+        bn(f"{p}_2_sk/attn/fuse_bn", f"{c}/B_fc1/bn")
+        conv(f"{p}_2_sk/attn/select_conv", f"{c}/B_fc2", pointwise_kernel)
         conv(f"{p}_3_conv", f"{c}/1x1_increase")
         bn(f"{p}_3_bn", f"{c}/1x1_increase/bn")
         if unit.has_shortcut_conv:

@@ -1,4 +1,4 @@
-"""Name and layout mapping between timm ResNet-family state_dicts and our models (SPEC §4).
+"""Name and layout mapping between timm ResNet-family state_dicts and our models (docs/architecture.md).
 
 timm names the SK and plain ResNeXt units differently (`conv1.conv`/`conv1.bn` in SK units,
 `conv1`/`bn1` in its plain `Bottleneck`); the mapping follows the model's structure, so one
@@ -10,34 +10,13 @@ import os
 
 import numpy as np
 
-from sknet_keras.registry import get_model_config, units
+from sknet_keras.convert.common import INVERSE, conv_kernel, dense_kernel, pointwise_kernel
+from sknet_keras.convert.pth import read_pth
+from sknet_keras.models.resnet import units
+from sknet_keras.registry import get_model_config
 
 _BN = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
        ("moving_variance", "running_var"))
-
-
-def conv_kernel(w):
-    """PyTorch (O, I/g, kh, kw) → Keras (kh, kw, I/g, O)."""
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def dense_kernel(w):
-    """PyTorch Linear (O, I) → Keras Dense (I, O)."""
-    return np.transpose(w)
-
-
-def pointwise_kernel(w):
-    """PyTorch 1×1 conv on a pooled vector (O, I, 1, 1) → Keras Dense (I, O)."""
-    return np.transpose(w.reshape(w.shape[0], w.shape[1]))
-
-
-# Keras → PyTorch layouts, for exporting (the inverse of each transform above).
-INVERSE = {
-    conv_kernel: lambda w: np.transpose(w, (3, 2, 0, 1)),
-    dense_kernel: np.transpose,
-    pointwise_kernel: lambda w: np.transpose(w)[:, :, None, None],
-    None: lambda w: w,
-}
 
 
 def _bn(keras_prefix, timm_prefix):
@@ -58,10 +37,10 @@ def _sk(keras_name, timm_prefix, config):
         out.update(_conv(f"{keras_name}/branch{m}_conv", f"{timm_prefix}.paths.{m}.conv.weight"))
         out.update(_bn(f"{keras_name}/branch{m}_bn", f"{timm_prefix}.paths.{m}.bn"))
     if config.sk.attention:
-        out[f"{keras_name}/fuse_conv/kernel"] = (f"{timm_prefix}.attn.fc_reduce.weight",
+        out[f"{keras_name}/attn/fuse_conv/kernel"] = (f"{timm_prefix}.attn.fc_reduce.weight",
                                                   pointwise_kernel)
-        out.update(_bn(f"{keras_name}/fuse_bn", f"{timm_prefix}.attn.bn"))
-        out[f"{keras_name}/select_conv/kernel"] = (f"{timm_prefix}.attn.fc_select.weight",
+        out.update(_bn(f"{keras_name}/attn/fuse_bn", f"{timm_prefix}.attn.bn"))
+        out[f"{keras_name}/attn/select_conv/kernel"] = (f"{timm_prefix}.attn.fc_select.weight",
                                                     pointwise_kernel)
     return out
 
@@ -143,10 +122,10 @@ def timm_mapping(model_config, include_top=True):
 
 
 def read_timm_checkpoint(path):
-    """{key: float32 array} from a timm checkpoint, without unpickling arbitrary code.
+    """{key: float32 array} from a timm checkpoint, with no PyTorch and no code executed.
 
-    `.safetensors` is read with `safetensors.numpy` (no PyTorch). `.pth` / `.pth.tar` / `.bin`
-    need PyTorch and are read with `torch.load(weights_only=True)` only.
+    `.safetensors` is read with `safetensors.numpy`; `.pth` / `.pth.tar` / `.pt` / `.bin`
+    (PyTorch pickles, zip or legacy format) with the restricted reader of `convert.pth`.
     """
     path = os.fspath(path)
     if path.endswith(".safetensors"):
@@ -156,24 +135,8 @@ def read_timm_checkpoint(path):
             tensors = load_file(path)
         except Exception as e:
             raise ValueError(f"{path!r} is not a readable safetensors file: {e}") from None
-    elif path.endswith((".pth", ".pth.tar", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(
-                f"reading {path!r} needs PyTorch (pip install torch), or use the release's "
-                ".safetensors file, which needs no PyTorch"
-            ) from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {e}") from None
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-        tensors = {k[len("module."):] if k.startswith("module.") else k: v.float().numpy()
-                   for k, v in obj.items() if hasattr(v, "numpy")}
+    elif path.endswith((".pth", ".pth.tar", ".pt", ".bin", ".tar")):
+        tensors = read_pth(path)
     else:
         raise ValueError(
             f"unknown timm checkpoint type {path!r}: expected .safetensors, .pth, .pth.tar or .bin"

@@ -2,7 +2,7 @@
 
 from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.group_conv import GroupConv2D
-from sknet_keras.layers.selective_kernel import SelectiveKernel
+from sknet_keras.layers.selective_kernel import SelectiveKernel, SelectiveKernelAttn
 from sknet_keras.layers.squeeze_excite import SqueezeExcite
 
-__all__ = ["BatchNorm", "GroupConv2D", "SelectiveKernel", "SqueezeExcite"]
+__all__ = ["BatchNorm", "GroupConv2D", "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]

@@ -15,6 +15,8 @@ Keras' implementation.
 import keras
 from keras import ops
 
+from sknet_keras.layers import options
+
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
 
@@ -33,7 +35,15 @@ def _fused_ok(layer, inputs, mask):
 
 @_register
 class BatchNorm(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel (see module doc)."""
+    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel (see module doc).
+
+    `synchronized` defaults to the enclosing `build_options(sync_bn=...)`.
+    """
+
+    def __init__(self, *args, synchronized=None, **kwargs):
+        if synchronized is None:
+            synchronized = options.current().sync_bn
+        super().__init__(*args, synchronized=synchronized, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
         if not _fused_ok(self, inputs, mask):

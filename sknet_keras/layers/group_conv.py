@@ -9,7 +9,7 @@ Written by hand because Keras' `Conv2D` falls short here in three ways:
   handle groups natively). On TensorFlow this layer calls `tf.nn.conv2d` directly;
   elsewhere it uses `keras.ops.conv`, which infers groups from the kernel shape.
 
-Strided dilated convolutions are computed exactly and cheaply (SPEC §1): when the dilation
+Strided dilated convolutions are computed exactly and cheaply (docs/architecture.md): when the dilation
 is a multiple of the stride, a stride-s, dilation-d, pad-p conv equals a stride-1,
 dilation-d/s, pad-p/s conv over `x[:, ::s, ::s]`; otherwise a stride-1 conv is subsampled.
 Subsampling is a 1×1 max pool with stride s: exactly `x[:, ::s, ::s]`, and on TensorFlow's

@@ -10,6 +10,6 @@ def conv_kernel_initializer():
     )
 
 
-# PyTorch's BN momentum 0.1 is Keras' 0.9; epsilon 1e-5 everywhere (SPEC §2).
+# PyTorch's BN momentum 0.1 is Keras' 0.9; epsilon 1e-5 everywhere (docs/architecture.md).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5

@@ -1,31 +1,29 @@
-"""SelectiveKernel: the SK convolution of Li et al. (CVPR 2019), SPEC §1.
+"""The SK convolution of Li et al. (CVPR 2019): split, fuse, select.
 
 Split: M branches over the same input, branch m = GroupConv2D(k_m, dilation d_m, groups g_m,
-the unit's stride) → BN → ReLU. Fuse: U = Σ U_m → global average pool → z = ReLU(BN(W s)),
-W without bias, d = max(C / r, L). Select: one bias-free d → M·C projection, laid out
-branch-major (channels [0:C] belong to branch 0), softmax over the M branches (in float32
-under mixed precision), V = Σ a_m ⊙ U_m.
+the unit's stride) → BN → ReLU. Fuse and select (`SelectiveKernelAttn`): U = Σ U_m → global
+average pool → z = ReLU(BN(W s)), W without bias, d = max(C / r, L) → one bias-free
+d → M·C projection laid out branch-major (channels [0:C] belong to branch 0) → softmax over
+the M branches, in float32 under mixed precision. Output V = Σ a_m ⊙ U_m.
+docs/architecture.md has the details and the mistakes public ports make.
 
-With `return_attention=True` the layer returns `[V, a]`, a of shape (N, M, C) in float32:
-the applications build their SK units that way, so the paper's attention analysis reads
+With `return_attention=True` the layer returns `[V, a]`, a of shape (N, M, C) in float32: the
+applications build their SK units that way, so the paper's attention analysis reads
 `model.get_layer("conv3_block4_2_sk").output[1]` without rebuilding anything.
 
-Two implementations of the same function: "reference" composes Keras ops (any backend);
-"auto" (default) on TensorFlow runs everything after the branch convolutions, at inference,
-as one XLA-compiled function (`sk_fused`, about 2.5× less memory traffic). Training steps
-take the reference path (XLA's CPU code for the BN backward measured slower than
-TensorFlow's fused BN kernels: 5.1 vs 6.6 img/s for SKNet-50), or with `rematerialize=True`
-a path that keeps only the layer's input and recomputes the whole unit in the backward
-(`tf.recompute_grad`) to save memory. Tests hold all paths equal.
+Sub-layers are attributes (`branch0_conv`, `branch0_bn`, …, `attn`), never Python lists:
+TensorFlow's checkpointing does not see layers held in lists, and a checkpoint would
+silently lack their weights.
 """
 
 import keras
 from keras import ops
 
+from sknet_keras.layers import options, sk_paths
 from sknet_keras.layers.batch_norm import BatchNorm
+from sknet_keras.layers.channels import attn_channels as default_attn_channels
 from sknet_keras.layers.group_conv import GroupConv2D
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
-from sknet_keras.registry import make_divisible
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
@@ -57,9 +55,72 @@ def normalize_branches(branches, groups):
     return tuple(out)
 
 
+def _bn(layer, name):
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=layer.dtype_policy,
+                     name=name)
+
+
+@_register
+class SelectiveKernelAttn(keras.layers.Layer):
+    """Fuse and select: the sum of the branches U (N, H, W, C) → attention (N, M, C).
+
+    Global average pool → bias-free projection to `attn_channels` → BN → ReLU → bias-free
+    projection to M·C (branch-major) → softmax over the M axis, computed in float32.
+    """
+
+    def __init__(self, num_branches, attn_channels, kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_branches = int(num_branches)
+        self.attn_channels = int(attn_channels)
+        if self.num_branches < 1 or self.attn_channels < 1:
+            raise ValueError(f"num_branches and attn_channels must be positive; got "
+                             f"{num_branches}, {attn_channels}")
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        dense = dict(use_bias=False, kernel_regularizer=self.kernel_regularizer,
+                     dtype=self.dtype_policy)
+        self.fuse_conv = keras.layers.Dense(self.attn_channels, name="fuse_conv", **dense)
+        self.fuse_bn = _bn(self, "fuse_bn")
+        self._dense = dense
+        self.select_conv = None  # its width M·C is known at build time
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        self.channels = int(channels)
+        self.select_conv = keras.layers.Dense(self.num_branches * self.channels,
+                                              name="select_conv", **self._dense)
+        self.fuse_conv.build((None, self.channels))
+        self.fuse_bn.build((None, self.attn_channels))
+        self.select_conv.build((None, self.attn_channels))
+
+    def attention(self, z):
+        """Branch attention (N, M, C), float32, from the fused vector z (N, d)."""
+        logits = ops.reshape(self.select_conv(z), (-1, self.num_branches, self.channels))
+        return ops.softmax(ops.cast(logits, "float32"), axis=1)
+
+    def call(self, u, training=None):
+        s = ops.mean(u, axis=(1, 2))
+        z = ops.relu(self.fuse_bn(self.fuse_conv(s), training=training))
+        return self.attention(z)
+
+    def compute_output_spec(self, u, training=None):
+        return keras.KerasTensor((u.shape[0], self.num_branches, u.shape[-1]), dtype="float32")
+
+    def count_macs(self, input_shape):
+        c = input_shape[-1]
+        return c * self.attn_channels + self.attn_channels * self.num_branches * c
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_branches=self.num_branches, attn_channels=self.attn_channels,
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
+        return config
+
+
 @_register
 class SelectiveKernel(keras.layers.Layer):
-    """SK convolution: split / fuse / select (SPEC §1).
+    """SK convolution: split / fuse / select.
 
     Args:
         filters: output channels C.
@@ -72,11 +133,10 @@ class SelectiveKernel(keras.layers.Layer):
         attention: False gives the plain sum of the branches (the paper's ablation).
         split_input: each branch sees its own C_in / M slice of the input (timm SK-ResNet).
         return_attention: return [V, attention (N, M, C) float32] instead of V.
-        implementation: "auto" (XLA-fused element-wise part on TensorFlow) or "reference".
-        rematerialize: in training, keep only the input and recompute the unit (branch
-            convs, BN, select) in the backward (TensorFlow, unsynchronized BN): SKNet-50
-            float32 batch 32 peak training memory 6122 → 4668 MiB (1.75× → 1.34× of
-            ResNet50's), training step 0.93× → 0.82× of ResNet50's speed.
+        implementation: "auto" (faster paths on TensorFlow, see `sk_paths`) or "reference".
+        rematerialize: in training, keep only the input and recompute the unit in the
+            backward (TensorFlow, unsynchronized BN): less memory, slower steps
+            (docs/performance.md). Default: the enclosing `build_options(rematerialize=...)`.
     """
 
     def __init__(
@@ -93,18 +153,18 @@ class SelectiveKernel(keras.layers.Layer):
         split_input=False,
         return_attention=False,
         implementation="auto",
-        rematerialize=False,
+        rematerialize=None,
         kernel_initializer=None,
         kernel_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if implementation not in ("auto", "reference"):
-            raise ValueError(
-                f"implementation must be 'auto' or 'reference'; got {implementation!r}"
-            )
+        if implementation not in sk_paths.IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {sk_paths.IMPLEMENTATIONS}; "
+                             f"got {implementation!r}")
         self.implementation = implementation
-        self.rematerialize = bool(rematerialize)
+        self.rematerialize = bool(options.current().rematerialize if rematerialize is None
+                                  else rematerialize)
         self.filters = int(filters)
         self.groups = int(groups)
         self.branches = normalize_branches(branches, self.groups)
@@ -128,43 +188,36 @@ class SelectiveKernel(keras.layers.Layer):
                     f"filters ({self.filters}) must be divisible by the branch groups ({g})"
                 )
         if attn_channels is None:
-            if self.attn_divisor > 1:
-                reduced = make_divisible(self.filters / self.reduction, self.attn_divisor)
-            else:
-                reduced = self.filters // self.reduction
-            attn_channels = max(reduced, self.min_attn_channels)
+            attn_channels = default_attn_channels(self.filters, self.reduction,
+                                                  self.min_attn_channels, self.attn_divisor)
         self.attn_channels = int(attn_channels)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or conv_kernel_initializer()
         )
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-        bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy)
-        self.branch_convs = [
-            GroupConv2D(
+        for m, (k, d, g) in enumerate(self.branches):
+            setattr(self, f"branch{m}_conv", GroupConv2D(
                 self.filters, k, strides=self.strides, dilation_rate=d, groups=g,
                 kernel_initializer=self.kernel_initializer,
                 kernel_regularizer=self.kernel_regularizer,
-                dtype=self.dtype_policy, name=f"branch{m}_conv",
-            )
-            for m, (k, d, g) in enumerate(self.branches)
-        ]
-        self.branch_bns = [
-            BatchNorm(name=f"branch{m}_bn", **bn)
-            for m in range(len(self.branches))
-        ]
-        if self.attention:
-            dense = dict(use_bias=False, kernel_regularizer=self.kernel_regularizer,
-                         dtype=self.dtype_policy)
-            self.fuse_conv = keras.layers.Dense(self.attn_channels, name="fuse_conv", **dense)
-            self.fuse_bn = BatchNorm(name="fuse_bn", **bn)
-            self.select_conv = keras.layers.Dense(
-                self.num_branches * self.filters, name="select_conv", **dense
-            )
+                dtype=self.dtype_policy, name=f"branch{m}_conv"))
+            setattr(self, f"branch{m}_bn", _bn(self, f"branch{m}_bn"))
+        self.attn = (SelectiveKernelAttn(self.num_branches, self.attn_channels,
+                                         kernel_regularizer=self.kernel_regularizer,
+                                         dtype=self.dtype_policy, name="attn")
+                     if self.attention else None)
 
     @property
     def num_branches(self):
         return len(self.branches)
+
+    @property
+    def branch_convs(self):
+        return [getattr(self, f"branch{m}_conv") for m in range(self.num_branches)]
+
+    @property
+    def branch_bns(self):
+        return [getattr(self, f"branch{m}_bn") for m in range(self.num_branches)]
 
     def _branch_input_shape(self, input_shape):
         channels = input_shape[-1]
@@ -185,109 +238,29 @@ class SelectiveKernel(keras.layers.Layer):
             conv.build(branch_shape)
             bn.build(conv.compute_output_shape(branch_shape))
         if self.attention:
-            self.fuse_conv.build((None, self.filters))
-            self.fuse_bn.build((None, self.attn_channels))
-            self.select_conv.build((None, self.attn_channels))
+            self.attn.build(self.branch_convs[0].compute_output_shape(branch_shape))
 
-    def _branch_inputs(self, inputs):
+    def branch_inputs(self, inputs):
         if self.split_input:
             return ops.split(inputs, self.num_branches, axis=-1)
         return [inputs] * self.num_branches
 
     def call(self, inputs, training=None):
-        batch_stats = bool(training) and self.fuse_bn.trainable if self.attention else False
-        if (self.implementation == "auto" and self.attention
-                and keras.backend.backend() == "tensorflow"):
-            if not batch_stats:
-                return self._call_fused(inputs)
-            if self.rematerialize and not any(
-                    getattr(bn, "synchronized", False) for bn in self.branch_bns):
-                return self._call_remat(inputs)
-        xs = self._branch_inputs(inputs)
-        feats = [
-            ops.relu(bn(conv(x), training=training))
-            for x, conv, bn in zip(xs, self.branch_convs, self.branch_bns)
-        ]
-        u = feats[0]
-        for f in feats[1:]:
-            u = u + f
-        if not self.attention:
-            return u
-        s = ops.mean(u, axis=(1, 2))
-        z = ops.relu(self.fuse_bn(self.fuse_conv(s), training=training))
-        v, attn = self._select(feats, z)
-        if self.return_attention:
-            return [v, attn]
-        return v
-
-    def _select(self, feats, z):
-        """Attention over the branches from z (N, d), and V = Σ a_m ⊙ U_m."""
-        logits = ops.reshape(self.select_conv(z), (-1, self.num_branches, self.filters))
-        attn = ops.softmax(ops.cast(logits, "float32"), axis=1)
-        weights = ops.cast(attn, feats[0].dtype)
-        v = feats[0] * weights[:, None, None, 0, :]
-        for m in range(1, self.num_branches):
-            v = v + feats[m] * weights[:, None, None, m, :]
-        return v, attn
-
-    def _train_forward(self, inputs):
-        """Training-mode forward that updates no variable (safe to recompute).
-
-        Returns [V, attention, then per BN (branches, then fuse) its batch mean and
-        variance] for the caller to update the moving averages once.
-        """
-        convs = [conv(x) for x, conv in zip(self._branch_inputs(inputs), self.branch_convs)]
-        feats, stats = [], []
-        for c, bn in zip(convs, self.branch_bns):
-            y, mean, var = bn.normalize_batch(c)
-            feats.append(ops.relu(y))
-            stats += [mean, var]
-        u = feats[0]
-        for f in feats[1:]:
-            u = u + f
-        s = ops.mean(u, axis=(1, 2))
-        # The fuse BN acts on (N, d): Keras' own batch normalization, as in the reference.
-        h = ops.cast(self.fuse_conv(s), "float32")
-        mean, var = ops.moments(h, axes=[0])
-        stats += [mean, var]
-        fuse = self.fuse_bn
-        h = ops.batch_normalization(h, mean, var, axis=-1, offset=ops.cast(fuse.beta, "float32"),
-                                    scale=ops.cast(fuse.gamma, "float32"), epsilon=fuse.epsilon)
-        v, attn = self._select(feats, ops.relu(ops.cast(h, self.compute_dtype)))
-        return [v, attn] + stats
-
-    def _call_remat(self, inputs):
-        """Training step that keeps only the layer's input for the backward.
-
-        `tf.recompute_grad` reruns `_train_forward` (branch convs, BN, select) in the
-        backward, so none of the unit's N×H×W×C intermediates (two per branch) stays alive
-        between forward and backward. The moving averages are updated here, once, from the
-        statistics the forward returns.
-        """
-        import tensorflow as tf
-
-        outs = tf.recompute_grad(self._train_forward)(inputs)
-        v, attn, stats = outs[0], outs[1], outs[2:]
-        for i, bn in enumerate(self.branch_bns + [self.fuse_bn]):
-            bn.update_moving_statistics(*(tf.stop_gradient(t) for t in stats[2 * i:2 * i + 2]))
-        return [v, attn] if self.return_attention else v
-
-    def _call_fused(self, inputs):
-        import tensorflow as tf
-
-        from sknet_keras.layers.sk_fused import sk_select
-
-        def f32(variable):
-            return tf.cast(variable.value, tf.float32)
-
-        def bn_params(bn):
-            return tuple(f32(w) for w in (bn.gamma, bn.beta, bn.moving_mean,
-                                          bn.moving_variance))
-
-        convs = [conv(x) for x, conv in zip(self._branch_inputs(inputs), self.branch_convs)]
-        v, attn = sk_select(convs, [bn_params(b) for b in self.branch_bns],
-                            f32(self.fuse_conv.kernel), bn_params(self.fuse_bn),
-                            f32(self.select_conv.kernel), self.fuse_bn.epsilon)
+        path = sk_paths.choose(self, training)
+        if path == "fused":
+            v, attn = sk_paths.fused_inference(self, inputs)
+        elif path == "remat":
+            v, attn = sk_paths.rematerialized_training(self, inputs)
+        else:
+            feats = [
+                ops.relu(bn(conv(x), training=training))
+                for x, conv, bn in zip(self.branch_inputs(inputs), self.branch_convs,
+                                       self.branch_bns)
+            ]
+            if not self.attention:
+                return sk_paths.branch_sum(feats)
+            attn = self.attn(sk_paths.branch_sum(feats), training=training)
+            v = sk_paths.select(feats, attn)
         return [v, attn] if self.return_attention else v
 
     def compute_output_shape(self, input_shape):
@@ -309,8 +282,7 @@ class SelectiveKernel(keras.layers.Layer):
         branch_shape = self._branch_input_shape(input_shape)
         macs = sum(conv.count_macs(branch_shape) for conv in self.branch_convs)
         if self.attention:
-            macs += self.filters * self.attn_channels
-            macs += self.attn_channels * self.num_branches * self.filters
+            macs += self.attn.count_macs((None, self.filters))
         return macs
 
     def get_config(self):

@@ -1,4 +1,4 @@
-"""SqueezeExcite: the SE block of Hu et al. (SENet), SPEC §2.
+"""SqueezeExcite: the SE block of Hu et al. (SENet).
 
 GAP → 1×1 conv C → C/r with bias → ReLU → 1×1 conv back to C with bias → sigmoid → scale.
 On a pooled vector a 1×1 conv is a Dense layer, which is what we use.

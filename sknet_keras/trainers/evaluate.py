@@ -1,100 +1,174 @@
-"""`python -m sknet_keras.trainers.evaluate`: top-1 / top-5 of a weights file or checkpoint.
+"""`python -m sknet_keras.trainers.evaluate`: top-1 / top-5 of a training run or weights file.
+
+`--model_dir=DIR` evaluates a trainer run's latest checkpoint with the run's own model,
+dataset, image size and normalization (from `DIR/config.json`); flags given override them,
+with a note. `--weights=FILE|imagenet` evaluates weights with the flags' settings.
 
 ImageNet protocol of the papers and timm: resize the shorter side to size / crop_fraction,
-centre crop (224 from 256; also 320), bicubic, the model's own normalization.
+centre crop (224 from 256; also 320), the interpolation of the weights, the model's own
+normalization.
 """
 
 import json
 import os
 
-from absl import app, flags
+from sknet_keras import cli
+from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
+
+from sknet_keras.trainers.configs import DATASETS, PRECISIONS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "sknet50", "Registry model name.")
+flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its latest checkpoint "
+                    "and its config.json.")
+flags.DEFINE_string("checkpoint_dir", None, "Alias of --model_dir.")
 flags.DEFINE_string("weights", None, "Weights file, or 'imagenet'.")
-flags.DEFINE_string("checkpoint_dir", None, "A training --model_dir: its latest checkpoint.")
-flags.DEFINE_enum("dataset", "imagenet2012", ["imagenet2012", "cifar10", "cifar100",
-                                              "image_folder", "digits"], "Dataset.")
+flags.DEFINE_string("model", None, "Registry model name (default: the run's, else sknet50).")
+flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset (default: the run's, else "
+                  "imagenet2012).")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
-flags.DEFINE_list("image_sizes", ["224", "320"], "Evaluation resolutions.")
-flags.DEFINE_float("crop_fraction", 0.875, "Centre-crop fraction (0.875: 224 from 256).")
-flags.DEFINE_enum("interpolation", "bicubic", ["bicubic", "bilinear"], "Resize method.")
+flags.DEFINE_list("image_sizes", None, "Evaluation resolutions (default: the run's, else "
+                  "224,320).")
+flags.DEFINE_float("crop_fraction", None, "Centre-crop fraction (default: the weights', else "
+                   "0.875: 224 from 256).")
+flags.DEFINE_enum("interpolation", None, ["bicubic", "bilinear"], "Resize method (default: "
+                  "the weights', else bicubic).")
+flags.DEFINE_enum("normalization", None, ["torch", "caffe", "senet", "tf"], "Input "
+                  "normalization (default: the run's, else the weights').")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_enum("mixed_precision", "float32", ["float32", "bfloat16", "float16"], "Precision.")
+flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS), "Precision.")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 
 
-def evaluate(model_name, dataset, data_dir=None, weights=None, checkpoint_dir=None,
-             image_sizes=(224,), crop_fraction=0.875, interpolation="bicubic", batch_size=64,
+def evaluate(config, image_sizes, weights=None, model_dir=None, batch_size=64,
              precision="float32"):
-    """{image size: {"top1", "top5", "examples"}}."""
+    """{image size: {"top1", "top5", "examples"}} of a run's checkpoint or a weights file.
+
+    `config` is an `ExperimentConfig` (model, data); exactly one of `weights`, `model_dir`.
+    """
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    from sknet_keras.applications import build_model, preprocessing_mode
-    from sknet_keras.registry import get_model_config
-    from sknet_keras.trainers import data as data_lib
+    from sknet_keras.weights.files import load_weights
+    from sknet_keras.trainers import datasets
+    from sknet_keras.trainers.loop import latest_checkpoint, restore_checked, run_evaluation
+    from sknet_keras.trainers.task import ClassificationTask
 
-    if (weights is None) == (checkpoint_dir is None):
-        raise ValueError("give exactly one of --weights and --checkpoint_dir")
-    config = get_model_config(model_name)
-    spec = data_lib.load_spec(dataset, data_dir)
-    keras.mixed_precision.set_dtype_policy(
-        {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
-            precision])
+    if (weights is None) == (model_dir is None):
+        raise cli.UsageError("give exactly one of --model_dir and --weights")
+    spec = datasets.load_spec(config.data.dataset, config.data.data_dir)
+    checkpoint = None
+    if model_dir:
+        checkpoint = latest_checkpoint(model_dir)
+        if not checkpoint:
+            raise cli.UsageError(f"no checkpoint in {model_dir}/checkpoints")
+    strategy = tf.distribute.get_strategy()
     results = {}
     for size in image_sizes:
-        model = build_model(config, input_shape=(size, size, 3), classes=spec.num_classes,
-                            classifier_activation=None,
-                            weights=weights if weights is not None else None)
-        if checkpoint_dir:
-            latest = tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "checkpoints"))
-            if not latest:
-                raise ValueError(f"no checkpoint in {checkpoint_dir!r}/checkpoints")
-            tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-        pipeline = data_lib.PipelineConfig(image_size=size, crop_fraction=crop_fraction,
-                                           eval_interpolation=interpolation,
-                                           normalization=preprocessing_mode(config))
-        ds = data_lib.make_dataset(spec, spec.eval_split, pipeline, batch_size, training=False)
-        predict = tf.function(lambda x: model(x, training=False))
-        top1 = top5 = n = 0
-        for images, labels in ds:
-            logits = np.asarray(predict(images), np.float32)
-            truth = np.argmax(labels.numpy(), -1)
-            best5 = np.argsort(-logits, axis=-1)[:, :5]
-            top1 += int(np.sum(best5[:, 0] == truth))
-            top5 += int(np.sum(np.any(best5 == truth[:, None], axis=-1)))
-            n += len(truth)
-        results[size] = {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "examples": n}
+        run = config.override(image_size=size, batch_size=batch_size, precision=precision,
+                              weights=None, sync_bn=False, rematerialize=False)
+        if run.model.num_classes is None:
+            run.model.num_classes = spec.num_classes
+        task = ClassificationTask(run, spec)
+        model = task.build_model()
+        if checkpoint:
+            restore_checked(tf.train.Checkpoint(model=model), checkpoint).expect_partial()
+        elif weights == "imagenet":
+            from sknet_keras.weights.pretrained import load_imagenet_weights
+
+            load_imagenet_weights(model, run.model.name)
+        else:
+            load_weights(model, weights)
+        top1, top5, n = run_evaluation(strategy, task, model)
+        results[size] = {"top1": top1, "top5": top5, "examples": n}
         keras.backend.clear_session()
     return results
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        sizes = [int(s) for s in FLAGS.image_sizes]
-    except ValueError:
-        raise app.UsageError(f"--image_sizes: integers expected; got {FLAGS.image_sizes}")
-    if any(s < 32 for s in sizes):
-        raise app.UsageError(f"--image_sizes must be >= 32; got {sizes}")
-    from sknet_keras.trainers.data import DataError
+def resolve(flag_values):
+    """(ExperimentConfig, image sizes, model_dir) from the flags and the run's config.json."""
+    from sknet_keras.presets import evaluation_defaults
+    from sknet_keras.registry import get_model_config
+    from sknet_keras.trainers.configs import ExperimentConfig, read_config
 
+    f = flag_values
+    model_dir = f.model_dir or f.checkpoint_dir
+    if f.model_dir and f.checkpoint_dir and f.model_dir != f.checkpoint_dir:
+        raise cli.UsageError("--model_dir and --checkpoint_dir name different runs")
+    run = read_config(model_dir) if model_dir else None
+    if model_dir and run is None:
+        if not os.path.isdir(model_dir):
+            raise cli.UsageError(f"--model_dir: {model_dir} does not exist")
+        if f.model is None or f.dataset is None or f.image_sizes is None:
+            raise cli.UsageError(
+                f"{model_dir} has no config.json (a run of an older version?): give --model, "
+                "--dataset and --image_sizes")
+    if run is None:
+        config = ExperimentConfig()
+        config.model.name = f.model or "sknet50"
+        config.data.dataset = f.dataset or "imagenet2012"
+        sizes = [224, 320]
+    else:
+        config, sizes = ExperimentConfig.from_dict(run.to_dict()), [run.data.image_size]
+        for flag, field in (("model", "model.name"), ("dataset", "data.dataset"),
+                            ("data_dir", "data.data_dir"),
+                            ("normalization", "data.normalization")):
+            value, (section, name) = f[flag].value, field.split(".")
+            if value is not None and value != getattr(getattr(config, section), name):
+                print(f"note: --{flag}={value} overrides the run's {field}="
+                      f"{getattr(getattr(config, section), name)!r}")
+                setattr(getattr(config, section), name, value)
+        if f.image_sizes is not None:
+            print(f"note: --image_sizes={','.join(f.image_sizes)} overrides the run's "
+                  f"image size {run.data.image_size}")
     try:
-        results = evaluate(FLAGS.model, FLAGS.dataset, FLAGS.data_dir, FLAGS.weights,
-                           FLAGS.checkpoint_dir, sizes, FLAGS.crop_fraction, FLAGS.interpolation,
-                           FLAGS.batch_size, FLAGS.mixed_precision)
-    except (ValueError, DataError) as e:
-        raise app.UsageError(str(e)) from None
+        model_config = get_model_config(config.model.name)
+    except ValueError as e:
+        raise cli.UsageError(f"--model: {e}") from None
+    if run is not None and model_config.name != run.model.name:
+        raise cli.UsageError(f"{model_dir} holds a {run.model.name} run; its checkpoint "
+                             f"cannot be evaluated as {model_config.name}")
+    if f.image_sizes is not None:
+        try:
+            sizes = [int(s) for s in f.image_sizes]
+        except ValueError:
+            raise cli.UsageError(f"--image_sizes: integers expected; got {f.image_sizes}") \
+                from None
+    if any(s < 32 for s in sizes):
+        raise cli.UsageError(f"--image_sizes must be >= 32; got {sizes}")
+    if f.normalization is not None and run is None:
+        config.data.normalization = f.normalization
+    crop, interpolation = evaluation_defaults(model_config.name if f.weights == "imagenet"
+                                              else None)
+    config.data.crop_fraction = f.crop_fraction or (
+        config.data.crop_fraction if run is not None else crop)
+    config.data.eval_interpolation = f.interpolation or (
+        config.data.eval_interpolation if run is not None else interpolation)
+    return config, sizes, model_dir
+
+
+def main(argv):
+    del argv
+    from sknet_keras.trainers import datasets
+
+    config, sizes, model_dir = resolve(FLAGS)
+    spec_classes = datasets.load_spec(config.data.dataset, config.data.data_dir).num_classes
+    if config.model.num_classes not in (None, spec_classes):
+        raise cli.UsageError(
+            f"the run's model has {config.model.num_classes} classes, {config.data.dataset} "
+            f"has {spec_classes}: evaluate it on its own dataset")
+    results = evaluate(config, sizes, FLAGS.weights, model_dir, FLAGS.batch_size,
+                       FLAGS.mixed_precision)
     for size, r in results.items():
-        print(f"{FLAGS.model} {FLAGS.dataset} {size}x{size}: top-1 {100 * r['top1']:.2f} %, "
-              f"top-5 {100 * r['top5']:.2f} % ({r['examples']} images)")
+        print(f"{config.model.name} {config.data.dataset} {size}x{size}: top-1 "
+              f"{100 * r['top1']:.2f} %, top-5 {100 * r['top5']:.2f} % ({r['examples']} images)")
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump({str(k): v for k, v in results.items()}, f, indent=2)
 
 
+def run():
+    cli.run(main, "sknet_keras.trainers.evaluate")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -19,7 +19,8 @@ flags.DEFINE_integer("images", 512, "Synthetic images to write.")
 flags.DEFINE_integer("image_size", 224, "Output resolution.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("batches", 30, "Batches to time (after 3 warm-up batches).")
-flags.DEFINE_enum("augment", "senet", ["senet", "cifar", "none"], "Augmentation recipe.")
+flags.DEFINE_enum("augment", "senet", ["senet", "lightweight", "cifar", "none"],
+                  "Augmentation recipe.")
 
 
 def synthetic_folder(root, n, rng):
@@ -39,17 +40,20 @@ def synthetic_folder(root, n, rng):
 
 def main(argv):
     del argv
-    from sknet_keras.trainers import data as data_lib
+    from sknet_keras.trainers import pipeline as pipeline_lib
+    from sknet_keras.trainers.configs import DataConfig
+    from sknet_keras.trainers.datasets import load_spec
 
     root = FLAGS.data_dir or synthetic_folder(tempfile.mkdtemp(), FLAGS.images,
                                               np.random.default_rng(0))
-    spec = data_lib.load_spec("image_folder", root)
-    pipeline = data_lib.PipelineConfig(image_size=FLAGS.image_size, augment=FLAGS.augment)
+    spec = load_spec("image_folder", root)
+    data = DataConfig(dataset="image_folder", image_size=FLAGS.image_size,
+                      augment=FLAGS.augment)
     epoch, seen, start = 0, 0, None
     batches = 0
     while batches < FLAGS.batches + 3:
-        for _ in data_lib.make_dataset(spec, "train", pipeline, FLAGS.batch_size, True,
-                                       epoch=epoch):
+        for _ in pipeline_lib.make_dataset(spec, "train", data, FLAGS.batch_size, True,
+                                           epoch=epoch):
             batches += 1
             if batches == 3:
                 start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Learning-rate schedules of the papers: step (×0.1 every 30 epochs) or cosine, with warmup."""
+"""Learning-rate schedules of the papers: step decay (every N epochs or at milestones) or
+cosine, with linear warmup."""
 
 import math
 
@@ -8,10 +9,11 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="sknet_keras")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup, then `step` (×decay_rate every decay_epochs) or `cosine` to zero."""
+    """Linear warmup, then `step` (×decay_rate every decay_epochs, or at each of
+    `milestones` epochs when given) or `cosine` to zero."""
 
     def __init__(self, base_lr, steps_per_epoch, epochs, kind="step", warmup_epochs=0.0,
-                 decay_epochs=30, decay_rate=0.1):
+                 decay_epochs=30, decay_rate=0.1, milestones=()):
         if kind not in ("step", "cosine"):
             raise ValueError(f"--lr_schedule: unknown schedule {kind!r}; expected step or cosine")
         self.base_lr = float(base_lr)
@@ -21,12 +23,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_epochs = float(warmup_epochs)
         self.decay_epochs = float(decay_epochs)
         self.decay_rate = float(decay_rate)
+        self.milestones = tuple(sorted(float(m) for m in milestones))
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warmup = self.warmup_epochs * self.steps_per_epoch
         total = max(self.epochs * self.steps_per_epoch, 1.0)
-        if self.kind == "step":
+        if self.kind == "step" and self.milestones:
+            passed = sum(ops.cast(step >= m * self.steps_per_epoch, "float32")
+                         for m in self.milestones)
+            lr = self.base_lr * ops.power(self.decay_rate, passed)
+        elif self.kind == "step":
             period = max(self.decay_epochs * self.steps_per_epoch, 1.0)
             lr = self.base_lr * ops.power(self.decay_rate, ops.floor(step / period))
         else:
@@ -39,4 +46,5 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return dict(base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch,
                     epochs=self.epochs, kind=self.kind, warmup_epochs=self.warmup_epochs,
-                    decay_epochs=self.decay_epochs, decay_rate=self.decay_rate)
+                    decay_epochs=self.decay_epochs, decay_rate=self.decay_rate,
+                    milestones=list(self.milestones))

@@ -1,95 +1,89 @@
 """`python -m sknet_keras.trainers.train`: train any registry model.
 
 Default (no flags): SKNet-26 on scikit-learn's bundled 8×8 digits upsampled to 32×32 — no
-download, a few minutes on 2 CPU cores, prints validation accuracy. See README for
-ImageNet / CIFAR on 1 GPU, 8 GPUs and several machines.
+download, a few minutes on 2 CPU cores, prints validation accuracy. The run's settings come
+from a named recipe (by default the dataset's), overridden by the flags given, and are
+written to `--model_dir/config.json`. Re-running the same command resumes the run, or, once
+it is complete, says so and changes nothing. See the README for ImageNet / CIFAR on one GPU,
+eight GPUs and several machines.
 """
 
 import json
 import os
+import shutil
 import sys
 
-from absl import app, flags, logging
+from sknet_keras import cli
+from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
+
+from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_RECIPE, OPTIMIZERS,
+                                          PRECISIONS, RECIPES, SCHEDULES, STRATEGIES)
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("recipe", None, sorted(RECIPES), "Named recipe giving every default "
+                  "(default: imagenet_senet for ImageNet / image_folder, cifar for CIFAR, "
+                  "digits for digits).")
 flags.DEFINE_string("model", "sknet26", "Registry model name.")
-flags.DEFINE_enum("dataset", "digits", ["imagenet2012", "cifar10", "cifar100", "image_folder",
-                                        "digits"], "Dataset.")
+flags.DEFINE_string("weights", None, "Initialize from pretrained weights: 'imagenet' or a "
+                    "weights file (the classifier is re-created for the dataset's classes).")
+flags.DEFINE_enum("dataset", "digits", list(DATASETS), "Dataset.")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
-flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, TensorBoard logs, exports.")
-flags.DEFINE_integer("epochs", None, "Epochs (default: 100 for ImageNet, 200 CIFAR, 10 digits).")
-flags.DEFINE_integer("batch_size", None, "Global batch size (default 256; 64 for digits).")
-flags.DEFINE_integer("image_size", None, "Training resolution (224; 32 for CIFAR and digits).")
-flags.DEFINE_float("learning_rate", None, "Base learning rate for batch 256, scaled linearly "
-                   "(default 0.1).")
-flags.DEFINE_enum("lr_schedule", None, ["step", "cosine"],
-                  "×0.1 every --decay_epochs (default; the papers), or cosine (default for "
-                  "digits).")
-flags.DEFINE_float("warmup_epochs", 0.0, "Linear warmup epochs.")
-flags.DEFINE_float("decay_epochs", 30, "Epochs between ×0.1 steps (step schedule).")
-flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (not on BN or biases).")
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw", "rmsprop"], "Optimizer (SGD momentum 0.9).")
-flags.DEFINE_enum("mixed_precision", None, ["float32", "bfloat16", "float16"],
+flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, TensorBoard logs, exports, "
+                    "config.json and result.json.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resume if possible, then "
+                  "evaluate), or eval: evaluate the latest checkpoint of --model_dir again.")
+flags.DEFINE_integer("epochs", None, "Epochs.")
+flags.DEFINE_integer("batch_size", None, "Global batch size.")
+flags.DEFINE_integer("image_size", None, "Training and evaluation resolution.")
+flags.DEFINE_float("learning_rate", None, "Learning rate for the recipe's reference batch "
+                   "size (256; 128 for CIFAR), scaled linearly with --batch_size.")
+flags.DEFINE_enum("lr_schedule", None, list(SCHEDULES), "Step decay or cosine.")
+flags.DEFINE_float("warmup_epochs", None, "Linear warmup epochs.")
+flags.DEFINE_float("decay_epochs", None, "Epochs between ×0.1 steps (step schedule).")
+flags.DEFINE_list("lr_milestones", None, "Epochs of the ×0.1 steps (instead of "
+                  "--decay_epochs), e.g. 150,225.")
+flags.DEFINE_float("weight_decay", None, "Weight decay (not on BN or biases).")
+flags.DEFINE_float("label_smoothing", None, "Label smoothing.")
+flags.DEFINE_enum("optimizer", None, list(OPTIMIZERS), "Optimizer (SGD momentum 0.9).")
+flags.DEFINE_float("backbone_lr_multiplier", None, "Fine-tuning: learning-rate factor of the "
+                   "pretrained layers (the new classifier gets the full rate).")
+flags.DEFINE_float("freeze_backbone_epochs", None, "Fine-tuning: epochs during which only "
+                   "the new classifier trains.")
+flags.DEFINE_enum("mixed_precision", None, list(PRECISIONS),
                   "Precision (default: bfloat16 on CPU/TPU, float16 on GPU).")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                          "multi_worker_mirrored", "tpu"], "tf.distribute.")
-flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (replicas).")
+flags.DEFINE_enum("strategy", None, list(STRATEGIES), "tf.distribute strategy.")
+flags.DEFINE_integer("cpu_replicas", None, "Split the CPU into N logical devices (replicas).")
 flags.DEFINE_string("tpu", None, "TPU address (--strategy=tpu).")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica forward/backward.")
-flags.DEFINE_bool("sync_bn", False, "Synchronize BN batch statistics across replicas.")
-flags.DEFINE_bool("rematerialize", False, "Recompute each SK unit in the backward "
+flags.DEFINE_bool("jit_compile", None, "XLA-compile the per-replica forward/backward.")
+flags.DEFINE_bool("sync_bn", None, "Synchronize BN batch statistics across replicas.")
+flags.DEFINE_bool("rematerialize", None, "Recompute each SK unit in the backward "
                   "(less memory, slower steps).")
 flags.DEFINE_integer("steps_per_epoch", None, "Override steps per epoch (short runs).")
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in all.")
-flags.DEFINE_integer("steps_per_loop", 50, "Steps per tf.function call (and per checkpoint).")
+flags.DEFINE_integer("steps_per_loop", None, "Steps per tf.function call (and per checkpoint).")
 flags.DEFINE_bool("resume", True, "Resume from the latest checkpoint in --model_dir.")
-flags.DEFINE_enum("augment", None, ["senet", "cifar", "none"],
-                  "Training augmentation (default: senet for ImageNet / image_folder, cifar "
-                  "for CIFAR, none for digits).")
-flags.DEFINE_float("randaugment_magnitude", 0.0, "keras-cv RandAugment magnitude (0: off).")
-flags.DEFINE_integer("randaugment_ops", 2, "RandAugment operations per image.")
-flags.DEFINE_float("mixup_alpha", 0.0, "MixUp alpha (0: off).")
-flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix alpha (0: off).")
-flags.DEFINE_float("rotation", 10.0, "Random rotation range in degrees (SENet: 10).")
-flags.DEFINE_float("pixel_jitter", 20.0, "Random per-channel shift range (SENet: 20).")
-flags.DEFINE_enum("on_bad_image", "skip", ["skip", "stop"],
+flags.DEFINE_enum("augment", None, list(AUGMENTATIONS), "Training augmentation.")
+flags.DEFINE_float("randaugment_magnitude", None, "keras-cv RandAugment magnitude (0: off; "
+                   "its draws are not replayed exactly on resume).")
+flags.DEFINE_integer("randaugment_ops", None, "RandAugment operations per image.")
+flags.DEFINE_float("mixup_alpha", None, "MixUp alpha (0: off).")
+flags.DEFINE_float("cutmix_alpha", None, "CutMix alpha (0: off).")
+flags.DEFINE_float("rotation", None, "Random rotation range in degrees (SENet: 10).")
+flags.DEFINE_float("pixel_jitter", None, "Random per-channel shift range (SENet: 20).")
+flags.DEFINE_enum("on_bad_image", None, ["skip", "stop"],
                   "Corrupt images: skip (named, counted) or stop the run.")
-flags.DEFINE_integer("seed", 0, "Random seed (weights and data order).")
+flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
 flags.DEFINE_bool("export", True, "Write final.weights.h5 and a SavedModel at the end.")
 
-DEFAULTS = {  # dataset -> (epochs, batch, image size, augmentation, base learning rate)
-    "imagenet2012": (100, 256, 224, "senet", 0.1), "image_folder": (100, 256, 224, "senet", 0.1),
-    "cifar10": (200, 128, 32, "cifar", 0.1), "cifar100": (200, 128, 32, "cifar", 0.1),
-    "digits": (10, 64, 32, "none", 0.1),
-}
-
-
-def validate_flags():
-    """Inconsistent flag combinations fail at once, naming the flag."""
-    if FLAGS.strategy == "tpu" and not FLAGS.tpu and "TPU_NAME" not in os.environ:
-        raise app.UsageError("--strategy=tpu needs --tpu (or TPU_NAME)")
-    if FLAGS.cpu_replicas > 1 and FLAGS.strategy in ("default", "one_device", "tpu"):
-        raise app.UsageError(f"--cpu_replicas={FLAGS.cpu_replicas} needs --strategy=mirrored "
-                             f"or multi_worker_mirrored (got --strategy={FLAGS.strategy})")
-    for name in ("epochs", "batch_size", "image_size", "steps_per_epoch", "max_steps"):
-        value = getattr(FLAGS, name)
-        if value is not None and value < 1:
-            raise app.UsageError(f"--{name} must be >= 1; got {value}")
-    if FLAGS.image_size is not None and FLAGS.image_size < 32:
-        raise app.UsageError(f"--image_size must be >= 32; got {FLAGS.image_size}")
-    if FLAGS.learning_rate is not None and FLAGS.learning_rate <= 0:
-        raise app.UsageError(f"--learning_rate must be > 0; got {FLAGS.learning_rate}")
-    if not 0 <= FLAGS.randaugment_magnitude <= 1:
-        raise app.UsageError("--randaugment_magnitude must be in [0, 1]; got "
-                             f"{FLAGS.randaugment_magnitude}")
-    if FLAGS.jit_compile and FLAGS.sync_bn:
-        raise app.UsageError("--jit_compile and --sync_bn cannot be combined (synchronized BN "
-                             "all-reduces inside the XLA-compiled per-replica step)")
-    if FLAGS.dataset == "image_folder" and not FLAGS.data_dir:
-        raise app.UsageError("--dataset=image_folder needs --data_dir")
-    if not 0 <= FLAGS.label_smoothing < 1:
-        raise app.UsageError(f"--label_smoothing must be in [0, 1); got {FLAGS.label_smoothing}")
+# flag → config field, where the names differ.
+FLAG_FIELDS = {"model": "model.name", "lr_schedule": "optimizer.schedule",
+               "lr_milestones": "optimizer.milestones", "mixed_precision": "runtime.precision",
+               "strategy": "runtime.strategy", "weights": "model.weights",
+               "sync_bn": "model.sync_bn", "rematerialize": "model.rematerialize",
+               "optimizer": "optimizer.optimizer", "seed": "schedule.seed",
+               "dataset": "data.dataset", "data_dir": "data.data_dir"}
+NOT_CONFIG = ("recipe", "model_dir", "mode", "resume", "export")
+RESULT = "result.json"
 
 
 def default_precision():
@@ -98,86 +92,153 @@ def default_precision():
     return "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    validate_flags()
-    from sknet_keras.registry import get_model_config
-    from sknet_keras.trainers.strategy import make_strategy
+def config_from_flags():
+    """The recipe's config with every flag the user gave (or that has no recipe value)."""
+    from sknet_keras.trainers.configs import recipe
 
-    try:
-        config = get_model_config(FLAGS.model)
-    except ValueError as e:
-        raise app.UsageError(f"--model: {e}") from None
-    try:
-        strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    dataset = FLAGS.dataset
+    config = recipe(FLAGS.recipe or DEFAULT_RECIPE[dataset], dataset)
+    changes = {}
+    for name in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+        name = name.name
+        if name in NOT_CONFIG or name == "dataset":
+            continue
+        value = FLAGS[name].value
+        if value is None or not (FLAGS[name].present or name in ("model", "data_dir")):
+            continue
+        if name == "lr_milestones":
+            try:
+                value = tuple(float(v) for v in value)
+            except ValueError:
+                raise cli.UsageError(f"--lr_milestones: numbers expected; got {value}") from None
+        changes[FLAG_FIELDS.get(name, name)] = value
+    config = config.override(**changes)
+    config.validate()
+    if config.runtime.precision is None:
+        config.runtime.precision = default_precision()
+    if config.data.normalization is None:
+        from sknet_keras.applications import preprocessing_mode
 
+        try:
+            config.data.normalization = preprocessing_mode(config.model.name)
+        except ValueError as e:
+            raise cli.UsageError(f"--model: {e}") from None
+    return config
+
+
+def check_resumable(config, model_dir):
+    """Refuse to continue a run in `model_dir` as a different model; note other changes."""
+    from sknet_keras.trainers.configs import differences, read_config
+
+    previous = read_config(model_dir)
+    if previous is None:
+        return
+    for field in ("model.name", "model.num_classes", "data.dataset"):
+        section, name = field.split(".")
+        old, new = getattr(getattr(previous, section), name), getattr(getattr(config, section),
+                                                                        name)
+        if old != new:
+            raise cli.UsageError(
+                f"{model_dir} holds a run of {field}={old!r}, not {new!r}: use another "
+                f"--model_dir, or the run's own settings")
+    for field, old, new in differences(previous, config):
+        print(f"note: {field} was {old!r} in {model_dir}/config.json, now {new!r}")
+
+
+def _print_result(model_dir):
+    path = os.path.join(model_dir, RESULT)
+    if os.path.isfile(path):
+        with open(path) as f:
+            res = json.load(f)
+        if "val_top1" in res:
+            print(f"validation accuracy: {res['val_top1']:.4f} (top-5 {res['val_top5']:.4f}) "
+                  f"as recorded in {path}")
+
+
+def _exports_exist(model_dir):
+    return (os.path.isfile(os.path.join(model_dir, "final.weights.h5"))
+            and os.path.isdir(os.path.join(model_dir, "saved_model")))
+
+
+def train(config, model_dir, resume=True, export=True, mode="train"):
+    """Run (or continue, or re-evaluate) the experiment `config` in `model_dir`."""
     import keras
 
-    from sknet_keras.applications import preprocessing_mode
-    from sknet_keras.trainers import data as data_lib
-    from sknet_keras.trainers.loop import Trainer
-    from sknet_keras.trainers.schedules import WarmupSchedule
+    from sknet_keras.trainers import datasets
+    from sknet_keras.trainers.configs import write_config
+    from sknet_keras.trainers.loop import Trainer, latest_checkpoint
+    from sknet_keras.trainers.strategy import make_strategy
+    from sknet_keras.trainers.task import ClassificationTask
 
-    keras.utils.set_random_seed(FLAGS.seed)
-    try:
-        spec = data_lib.load_spec(FLAGS.dataset, FLAGS.data_dir)
-    except data_lib.DataError as e:
-        raise app.UsageError(str(e)) from None
-    epochs, batch, size, augment, base_lr = DEFAULTS[FLAGS.dataset]
-    base_lr = FLAGS.learning_rate or base_lr
-    epochs, batch = FLAGS.epochs or epochs, FLAGS.batch_size or batch
-    size = FLAGS.image_size or size
-    if batch % strategy.num_replicas_in_sync:
-        raise app.UsageError(f"--batch_size={batch} must be divisible by the "
-                             f"{strategy.num_replicas_in_sync} replicas")
-    steps_per_epoch = FLAGS.steps_per_epoch or spec.train_examples // batch
-    if steps_per_epoch < 1:
-        raise app.UsageError(f"--batch_size={batch} exceeds the {spec.train_examples} training "
-                             "examples")
-    precision = FLAGS.mixed_precision or default_precision()
-    pipeline = data_lib.PipelineConfig(
-        image_size=size, normalization=preprocessing_mode(config), augment=FLAGS.augment or augment,
-        rotation=FLAGS.rotation,
-        jitter=FLAGS.pixel_jitter, mixup_alpha=FLAGS.mixup_alpha,
-        randaugment_magnitude=FLAGS.randaugment_magnitude, randaugment_ops=FLAGS.randaugment_ops,
-        cutmix_alpha=FLAGS.cutmix_alpha, on_bad_image=FLAGS.on_bad_image, seed=FLAGS.seed,
-        crop_fraction=0.875, eval_interpolation="bicubic")
-    kind = FLAGS.lr_schedule or ("cosine" if FLAGS.dataset == "digits" else "step")
-    schedule = WarmupSchedule(base_lr * batch / 256, steps_per_epoch, epochs, kind,
-                              FLAGS.warmup_epochs, FLAGS.decay_epochs)
-    os.makedirs(FLAGS.model_dir, exist_ok=True)
-    print(f"{config.name} on {FLAGS.dataset} ({spec.train_examples} train / "
-          f"{spec.eval_examples} eval images, {spec.num_classes} classes), {size}x{size}, "
-          f"global batch {batch} over {strategy.num_replicas_in_sync} replica(s), {precision}, "
-          f"{steps_per_epoch} steps/epoch", flush=True)
-    trainer = Trainer(strategy, config, spec, pipeline, FLAGS.model_dir, global_batch_size=batch,
-                      epochs=epochs, steps_per_epoch=steps_per_epoch, max_steps=FLAGS.max_steps,
-                      schedule=schedule, optimizer_name=FLAGS.optimizer,
-                      weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing,
-                      precision=precision, jit_compile=FLAGS.jit_compile,
-                      steps_per_loop=FLAGS.steps_per_loop, resume=FLAGS.resume,
-                      sync_bn=FLAGS.sync_bn, rematerialize=FLAGS.rematerialize)
+    r, s = config.runtime, config.schedule
+    strategy = make_strategy(r.strategy, r.cpu_replicas, r.tpu)
+    keras.utils.set_random_seed(s.seed)
+    spec = datasets.load_spec(config.data.dataset, config.data.data_dir)
+    if config.model.num_classes is None:
+        config.model.num_classes = spec.num_classes
+    if resume:
+        check_resumable(config, model_dir)
+    if mode == "eval" and not latest_checkpoint(model_dir):
+        raise cli.UsageError(f"--mode=eval: no checkpoint in {model_dir}/checkpoints")
+    task = ClassificationTask(config, spec)
+    trainer = Trainer(task, strategy, model_dir, resume=resume)
+    print(f"{config.model.name} on {spec.name} ({spec.train_examples} train / "
+          f"{spec.eval_examples} eval images, {spec.num_classes} classes), "
+          f"{config.data.image_size}x{config.data.image_size}, global batch {s.batch_size} "
+          f"over {strategy.num_replicas_in_sync} replica(s), {r.precision}, "
+          f"{task.steps_per_epoch} steps/epoch, recipe {config.recipe}", flush=True)
+    if trainer.resumed_from:
+        print(f"resumed from {trainer.resumed_from} at step {trainer.step}")
+    if mode == "eval":
+        result = trainer.evaluate()
+        print(f"validation accuracy: {result['val_top1']:.4f} (top-5 {result['val_top5']:.4f}"
+              f") at step {trainer.step}; nothing written")
+        return result
+    if trainer.complete and trainer.resumed_from:
+        print(f"already complete at step {trainer.step} ({task.total_steps} steps); nothing "
+              f"to train (--mode=eval evaluates it again)")
+        if trainer.chief and export and not _exports_exist(model_dir):
+            trainer.export()  # a run killed between its last checkpoint and its export
+        _print_result(model_dir)
+        return None
+    if trainer.chief:
+        write_config(config, model_dir)
     history = trainer.train()
-    if FLAGS.export:
+    if export:
         path = trainer.export()
         if path:
-            print(f"exported {path} and {os.path.join(FLAGS.model_dir, 'final.weights.h5')}")
+            print(f"exported {path} and {os.path.join(model_dir, 'final.weights.h5')}")
     history["step"] = trainer.step
-    name = "result.json" if trainer.chief else f"result.worker{trainer.task_id}.json"
-    with open(os.path.join(FLAGS.model_dir, name), "w") as f:
+    name = RESULT if trainer.chief else f"result.worker{trainer.task_id}.json"
+    with open(os.path.join(model_dir, name), "w") as f:
         json.dump(history, f, indent=2)
     if "val_top1" in history:
-        print(f"validation accuracy: {history['val_top1']:.4f} (top-5 {history['val_top5']:.4f}, "
-              f"chance {1 / spec.num_classes:.4f})")
+        print(f"validation accuracy: {history['val_top1']:.4f} (top-5 "
+              f"{history['val_top5']:.4f}, chance {1 / spec.num_classes:.4f})")
     sys.stdout.flush()
+    return history
+
+
+def main(argv):
+    del argv
+    config = config_from_flags()
+    model_dir = FLAGS.model_dir
+    created = not os.path.exists(model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    try:
+        train(config, model_dir, FLAGS.resume, FLAGS.export, FLAGS.mode)
+    except BaseException:
+        # A run that fails before its first checkpoint leaves nothing behind.
+        from sknet_keras.trainers.loop import latest_checkpoint
+
+        if created and not latest_checkpoint(model_dir):
+            shutil.rmtree(model_dir, ignore_errors=True)
+        raise
 
 
 def run():
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    cli.run(main, "sknet_keras.trainers.train")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ loader only *warns* when it skips layers; we turn that into an error and roll ba
 """
 
 import os
+import re
 import warnings
 
 import h5py
@@ -18,22 +19,28 @@ FORMAT = "sknet_keras.weights.v1"
 HEAD_PREFIXES = ("predictions/",)
 
 
-def save_weights(model, path, **metadata):
-    """Write every variable of `model` by path; atomic (a temp file renamed into place)."""
+def write_tensors(path, tensors, model_name="", **metadata):
+    """Write {variable path: array} in our format; atomic (a temp file renamed into place)."""
     path = os.fspath(path)
     tmp = path + ".tmp"
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
-            f.attrs["model"] = model.name
+            f.attrs["model"] = model_name
             for key, value in metadata.items():
                 f.attrs[key] = value
-            for w in model.weights:
-                f.create_dataset(w.path, data=np.asarray(w.numpy()))
+            for name, value in tensors.items():
+                f.create_dataset(name, data=np.asarray(value))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_weights(model, path, **metadata):
+    """Write every variable of `model` by path (see `write_tensors`)."""
+    write_tensors(path, {w.path: np.asarray(w.numpy()) for w in model.weights}, model.name,
+                  **metadata)
 
 
 def is_sknet_weights_file(path):
@@ -42,6 +49,15 @@ def is_sknet_weights_file(path):
             return f.attrs.get("format") == FORMAT
     except OSError:
         return False
+
+
+# Files written before the SK attention became its own layer (`…_sk/attn/…`).
+_LEGACY_SK_ATTENTION = re.compile(r"(_sk)/(fuse_conv|fuse_bn|select_conv)/")
+
+
+def upgrade_legacy_paths(tensors):
+    """Rename the variable paths of files written by earlier versions to today's."""
+    return {_LEGACY_SK_ATTENTION.sub(r"\1/attn/\2/", k): v for k, v in tensors.items()}
 
 
 def read_weights(path):
@@ -54,7 +70,7 @@ def read_weights(path):
 
         f.visititems(visit)
         attrs = dict(f.attrs)
-    return tensors, attrs
+    return upgrade_legacy_paths(tensors), attrs
 
 
 def assign_checked(model, tensors, source, allow_unused_head=True):

@@ -1,0 +1,71 @@
+"""Shared command-line behaviour of the `python -m sknet_keras...` commands.
+
+- Errors in what the user asked for are one line on stderr (plus a hint to `--helpfull`)
+  and exit status 2, not absl's usage dump or a traceback.
+- TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
+  is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
+"""
+
+import os
+import sys
+import tempfile
+
+
+def _quiet_tensorflow():
+    """Import TensorFlow with its C++ start-up messages hidden (they are printed before its
+    log level applies), unless the user chose a TF_CPP_MIN_LOG_LEVEL."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_quiet_tensorflow()
+
+from absl import app  # noqa: E402
+
+
+class UsageError(ValueError):
+    """A request that cannot be carried out, in words the user can act on."""
+
+
+# What a user can cause by the flags or files they give; anything else is a bug and keeps
+# its traceback.
+USER_ERRORS = (app.UsageError, ValueError, FileNotFoundError, FloatingPointError)
+
+
+def fail(message, program=None):
+    program = program or os.path.basename(sys.argv[0]).removesuffix(".py")
+    first, *rest = str(message).strip().splitlines() or [""]
+    sys.stderr.write(f"{program}: error: {first}\n")
+    for line in rest:
+        sys.stderr.write(f"  {line.strip()}\n")
+    sys.stderr.write(f"(run with --helpfull for the flags)\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+def run(main, program=None):
+    """`absl.app.run(main)` with one-line errors for user errors."""
+    def guarded(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])}", program)
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            fail(e, program)
+
+    app.run(guarded)

@@ -1,0 +1,141 @@
+"""How a `SelectiveKernel` runs: one chooser over three paths that compute the same function.
+
+- "reference": Keras ops, any backend (in the layer itself).
+- "fused" (TensorFlow, inference): everything after the branch convolutions — BN and ReLU per
+  branch, the sum, the global mean, the attention MLP, the softmax and the weighted sum — is
+  one XLA-compiled function. As separate TensorFlow ops that is ~8 passes over N×H×W×C
+  tensors per branch; XLA fuses them into two, measured 2.5× faster on CPU. The convolutions
+  stay outside XLA, on oneDNN / cuDNN, where grouped convolutions are fast.
+- "remat" (TensorFlow, training, `rematerialize=True`, unsynchronized BN): keeps only the
+  layer's input for the backward and reruns the unit there (`tf.recompute_grad`), so none
+  of its N×H×W×C intermediates stays alive between forward and backward.
+
+Training otherwise takes the reference path: XLA's CPU code for the BN backward measured
+slower than TensorFlow's fused BN kernels. Tests hold all paths equal
+(docs/performance.md has the measurements).
+"""
+
+import keras
+from keras import ops
+
+IMPLEMENTATIONS = ("auto", "reference")
+
+
+def branch_sum(feats):
+    u = feats[0]
+    for f in feats[1:]:
+        u = u + f
+    return u
+
+
+def select(feats, attention):
+    """V = Σ_m a_m ⊙ U_m, attention (N, M, C) cast to the features' dtype."""
+    weights = ops.cast(attention, feats[0].dtype)
+    v = feats[0] * weights[:, None, None, 0, :]
+    for m in range(1, len(feats)):
+        v = v + feats[m] * weights[:, None, None, m, :]
+    return v
+
+
+def choose(layer, training):
+    """"reference", "fused" or "remat" for one call of `layer`."""
+    if (layer.implementation != "auto" or not layer.attention
+            or keras.backend.backend() != "tensorflow"):
+        return "reference"
+    batch_stats = bool(training) and layer.attn.fuse_bn.trainable
+    if not batch_stats:
+        return "fused"
+    if layer.rematerialize and not any(getattr(bn, "synchronized", False)
+                                       for bn in layer.branch_bns):
+        return "remat"
+    return "reference"
+
+
+# --- fused inference ------------------------------------------------------------------------
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps):
+    tf = _tf()
+    feats = []
+    for c, (gamma, beta, mean, var) in zip(convs, branch_bn):
+        c = tf.cast(c, tf.float32)
+        feats.append(tf.nn.relu((c - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta))
+    s = tf.add_n([tf.reduce_mean(f, axis=[1, 2]) for f in feats])
+    gamma, beta, mean, var = fuse_bn
+    z = tf.nn.relu((tf.matmul(s, fuse_kernel) - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta)
+    m, c = len(feats), feats[0].shape[-1]
+    attn = tf.nn.softmax(tf.reshape(tf.matmul(z, select_kernel), [-1, m, c]), axis=1)
+    v = feats[0] * attn[:, None, None, 0, :]
+    for i in range(1, m):
+        v += feats[i] * attn[:, None, None, i, :]
+    return tf.cast(v, convs[0].dtype), attn
+
+
+_compiled = None
+
+
+def _compiled_select():
+    """XLA compiles the function once per input shape (once per unit and batch size)."""
+    global _compiled
+    if _compiled is None:
+        _compiled = _tf().function(_fused_select, jit_compile=True)
+    return _compiled
+
+
+def fused_inference(layer, inputs):
+    """Inference with moving statistics: branch convs, then one XLA function → (V, a)."""
+    tf = _tf()
+
+    def f32(variable):
+        return tf.cast(variable.value, tf.float32)
+
+    def bn_params(bn):
+        return tuple(f32(w) for w in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+
+    convs = [conv(x) for x, conv in zip(layer.branch_inputs(inputs), layer.branch_convs)]
+    attn = layer.attn
+    return _compiled_select()(
+        convs, [bn_params(b) for b in layer.branch_bns], f32(attn.fuse_conv.kernel),
+        bn_params(attn.fuse_bn), f32(attn.select_conv.kernel), float(attn.fuse_bn.epsilon))
+
+
+# --- rematerialized training ----------------------------------------------------------------
+
+def _train_forward(layer, inputs):
+    """Training-mode forward that updates no variable (safe to recompute).
+
+    Returns [V, attention, then per BN (branches, then fuse) its batch mean and variance]
+    for the caller to update the moving averages once.
+    """
+    convs = [conv(x) for x, conv in zip(layer.branch_inputs(inputs), layer.branch_convs)]
+    feats, stats = [], []
+    for c, bn in zip(convs, layer.branch_bns):
+        y, mean, var = bn.normalize_batch(c)
+        feats.append(ops.relu(y))
+        stats += [mean, var]
+    s = ops.mean(branch_sum(feats), axis=(1, 2))
+    attn = layer.attn
+    # The fuse BN acts on (N, d): Keras' own batch normalization, as in the reference path.
+    h = ops.cast(attn.fuse_conv(s), "float32")
+    mean, var = ops.moments(h, axes=[0])
+    stats += [mean, var]
+    fuse = attn.fuse_bn
+    h = ops.batch_normalization(h, mean, var, axis=-1, offset=ops.cast(fuse.beta, "float32"),
+                                scale=ops.cast(fuse.gamma, "float32"), epsilon=fuse.epsilon)
+    a = attn.attention(ops.relu(ops.cast(h, layer.compute_dtype)))
+    return [select(feats, a), a] + stats
+
+
+def rematerialized_training(layer, inputs):
+    """Training step keeping only the layer's input; moving averages updated here, once."""
+    tf = _tf()
+    outs = tf.recompute_grad(lambda x: _train_forward(layer, x))(inputs)
+    v, a, stats = outs[0], outs[1], outs[2:]
+    for i, bn in enumerate(layer.branch_bns + [layer.attn.fuse_bn]):
+        bn.update_moving_statistics(*(tf.stop_gradient(t) for t in stats[2 * i:2 * i + 2]))
+    return v, a

@@ -1,0 +1,8 @@
+"""Model families. A family is a config dataclass (with a `family` name) and a builder
+`backbone(inputs, config) -> feature map`; each family lists its named networks in
+`ENTRIES`, which `sknet_keras.registry` collects. `network.build_network` assembles any
+family's backbone with the classification head."""
+
+from sknet_keras.models import resnet
+
+FAMILIES = {"resnet": resnet}

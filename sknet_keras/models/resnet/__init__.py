@@ -1,0 +1,7 @@
+"""The ResNet family: ResNeXt, SE-ResNeXt, SKNet, SK-ResNet, SE-ResNet, SENet-154."""
+
+from sknet_keras.models.resnet.builder import backbone
+from sknet_keras.models.resnet.config import ResNetConfig, SKConfig, Unit, units
+from sknet_keras.models.resnet.entries import ENTRIES
+
+__all__ = ["backbone", "ResNetConfig", "SKConfig", "Unit", "units", "ENTRIES"]

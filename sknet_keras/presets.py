@@ -1,0 +1,130 @@
+"""Pretrained weights: where each registry model's `weights="imagenet"` comes from.
+
+Keyed by registry name; architectures know nothing of this. Every source is the publisher's
+own file at a direct URL, with the hash its publisher states: the full sha256 / sha384 listed
+by OpenVINO's Open Model Zoo for its mirrors of the SENet release, or the sha256 prefix that
+timm's and torchvision's release file names carry (torch.hub's `check_hash` convention).
+Evaluation settings (crop, interpolation) and accuracies are the publisher's too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download"
+OMZ = "https://storage.openvinotoolkit.org/repositories/open_model_zoo/public/2021.4"
+SENET_PAGE = "https://github.com/hujie-frank/SENet#trained-models"
+SKNET_PAGE = "https://github.com/implus/SKNet"
+TIMM_LICENSE = "Apache-2.0 (timm: https://github.com/huggingface/pytorch-image-models)"
+SENET_LICENSE = "Apache-2.0 (https://github.com/hujie-frank/SENet)"
+TORCHVISION_LICENSE = "BSD-3-Clause (https://github.com/pytorch/vision)"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preset:
+    """One model's ImageNet weights.
+
+    source: the converter that reads the file ("timm": safetensors or a PyTorch pickle with
+    timm's key names; "caffe": a caffemodel; "torchvision"). url None: no direct download,
+    the file must be fetched by hand from `page`. sha256 / sha384: the published hash, in
+    full or as the prefix a release file name carries. also_accepted: other file names that
+    hold the same weights when placed by hand (with where they come from).
+    """
+
+    source: str
+    file_name: str
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    sha384: Optional[str] = None
+    size: Optional[int] = None  # bytes, where the publisher states it
+    preprocessing: str = "torch"  # `preprocess_input` mode the weights were trained with
+    crop_fraction: float = 0.875
+    interpolation: str = "bicubic"
+    top1: Optional[float] = None  # published ImageNet top-1 %, at crop / interpolation
+    top1_source: str = ""
+    license: str = ""
+    page: Optional[str] = None
+    also_accepted: Tuple[Tuple[str, str], ...] = ()
+
+
+def _timm(release, file_name, tag, top1, crop=0.875, interpolation="bicubic", hf=True):
+    return Preset(
+        source="timm", file_name=file_name, url=f"{TIMM_RELEASES}/{release}/{file_name}",
+        sha256=file_name.rsplit("-", 1)[1].split(".")[0], preprocessing="torch",
+        crop_fraction=crop, interpolation=interpolation, top1=top1,
+        top1_source=f"timm results-imagenet.csv, {tag}", license=TIMM_LICENSE,
+        page=f"https://huggingface.co/timm/{tag}" if hf else None,
+        also_accepted=((f"{tag}.safetensors",
+                        f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors, "
+                        f"renamed from model.safetensors"),) if hf else ())
+
+
+def _senet_release(mirror, file_name, top1, size, sha256=None, sha384=None):
+    return Preset(
+        source="caffe", file_name=file_name, url=f"{OMZ}/{mirror}/{file_name}", sha256=sha256,
+        sha384=sha384, size=size, preprocessing="senet", crop_fraction=0.875,
+        interpolation="bilinear", top1=top1, top1_source="SENet release README",
+        license=SENET_LICENSE, page=SENET_PAGE)
+
+
+PRESETS = {
+    "sknet50": _timm("v0.1-weights", "skresnext50_ra-f40e40bf.pth",
+                     "skresnext50_32x4d.ra_in1k", 80.168),
+    "skresnet18": _timm("v0.1-weights", "skresnet18_ra-4eec2804.pth", "skresnet18.ra_in1k",
+                        73.020),
+    "skresnet34": _timm("v0.1-weights", "skresnet34_ra-bdc0ccde.pth", "skresnet34.ra_in1k",
+                        76.956),
+    "resnext50": _timm("v0.1-rsb-weights", "resnext50_32x4d_a1h-0146ab0a.pth",
+                       "resnext50_32x4d.a1h_in1k", 81.140, crop=0.95),
+    "seresnext50": _timm("v0.1-weights", "seresnext50_32x4d_racm-a304a460.pth",
+                         "seresnext50_32x4d.racm_in1k", 81.268),
+    # timm's port of the SENet release (the release's caffemodel is on Google Drive only).
+    "senet154": _timm("v0.1-weights", "legacy_senet154-e9eb9fe6.pth", "legacy_senet154.in1k",
+                      81.320, interpolation="bilinear", hf=False),
+    "seresnet50": _senet_release(
+        "se-resnet-50", "SE-ResNet-50.caffemodel", 77.63, 112_602_669,
+        sha256="72880fde3bd29b324bb302c80f49a098b8970597494c56525fd410a8d2ed5993"),
+    "seresnet101": _senet_release(
+        "se-resnet-101", "SE-ResNet-101.caffemodel", 78.25, 197_806_200,
+        sha256="09777ce1202087954ee34ae2566cf611d03d2d8195ced0fe51b612ebf951d729"),
+    "seresnet152": _senet_release(
+        "se-resnet-152", "SE-ResNet-152.caffemodel", 78.66, 268_009_578,
+        sha256="bbe7fc5b5068b7cd4b12ce1bb78f61bd3f48238a372e70ab9c0724afa778e5d1"),
+    "seresnext50_caffe": _senet_release(
+        "se-resnext-50", "SE-ResNeXt-50.caffemodel", 79.03, 110_550_637,
+        sha256="f12c6b53c2dcd0f38f388d3d5f98cbfc039357e84842e661f28a49719dd52219"),
+    "seresnext101_caffe": _senet_release(
+        "se-resnext-101", "SE-ResNeXt-101.caffemodel", 80.19, 196_447_403,
+        sha256="78dc95c9b768fdb32a0a3981a686edaf655df82973b051d818bae523c9a93c90"),
+    # The official SKNet release: Google Drive / Baidu only, no direct download.
+    "sknet50_caffe": Preset(
+        source="caffe", file_name="SKNet-50.caffemodel", preprocessing="caffe",
+        interpolation="bilinear", top1=79.21, top1_source="SKNet paper Table 2 (20.79 % error)",
+        license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
+    "sknet101_caffe": Preset(
+        source="caffe", file_name="SKNet-101.caffemodel", preprocessing="caffe",
+        interpolation="bilinear", top1=79.81, top1_source="SKNet paper Table 2 (20.19 % error)",
+        license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
+}
+
+
+def get_preset(name) -> Optional[Preset]:
+    """The preset of a registry model (by its registry name), or None."""
+    return PRESETS.get(name)
+
+
+def models_with_weights():
+    return sorted(PRESETS)
+
+
+def preprocessing_mode(name):
+    """`preprocess_input` mode of a registry model's ImageNet weights ("torch" if none)."""
+    preset = PRESETS.get(name)
+    return preset.preprocessing if preset else "torch"
+
+
+def evaluation_defaults(name=None):
+    """(crop fraction, interpolation) the weights of `name` were published at."""
+    preset = PRESETS.get(name) if name else None
+    return (preset.crop_fraction, preset.interpolation) if preset else (0.875, "bicubic")

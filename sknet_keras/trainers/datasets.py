@@ -1,0 +1,144 @@
+"""Datasets by name: tensorflow-datasets builders, an image folder, and bundled digits.
+
+`imagenet2012`, `cifar10`, `cifar100` (tfds builders), `image_folder` (tfds ImageFolder:
+`data_dir/train/<class>/*`, `data_dir/validation/<class>/*`) and `digits` (scikit-learn's
+bundled 8×8 digits, upsampled; needs no download, for the default run). Nothing is downloaded
+at run time: a dataset that is not prepared fails at once saying what to fetch.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from sknet_keras.trainers.configs import DATASETS
+
+CIFAR_URLS = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+}
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """What the trainer needs to know about a dataset."""
+
+    name: str
+    num_classes: int
+    train_examples: int
+    eval_examples: int
+    train_split: str
+    eval_split: str
+    builder: object = None  # tfds builder, or None for in-memory data
+    arrays: dict = None  # split -> (PNG-encoded images, labels) for in-memory data
+
+    def examples(self, split):
+        return self.train_examples if split == self.train_split else self.eval_examples
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read, with what to do about it."""
+
+
+def _tfds():
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _digits_arrays(seed=0):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255).astype("uint8")[..., None].repeat(3, -1)
+    labels = digits.target.astype("int64")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    images, labels = images[order], labels[order]
+    # Encoded once here, not per epoch: the pipeline then treats them like files on disk.
+    encoded = np.array([tf.io.encode_png(img).numpy() for img in images], dtype=object)
+    cut = int(len(labels) * 0.8)
+    return {"train": (encoded[:cut], labels[:cut]), "test": (encoded[cut:], labels[cut:])}
+
+
+def _image_folder(data_dir):
+    tfds = _tfds()
+    train = os.path.join(data_dir or "", "train")
+    if not data_dir or not os.path.isdir(train):
+        raise DataError(f"--dataset=image_folder needs --data_dir holding train/<class>/* "
+                        f"(and validation/<class>/*); got --data_dir={data_dir!r}")
+    classes = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+    if len(classes) < 2:
+        raise DataError(f"image_folder needs at least two classes (sub-folders of {train}); "
+                        f"found {len(classes)}{': ' + classes[0] if classes else ''}")
+    builder = tfds.ImageFolder(data_dir)
+    splits = builder.info.splits
+    if not splits["train"].num_examples:
+        raise DataError(f"no images found in {train}/<class>/ (expected .jpg, .jpeg or .png)")
+    eval_split = "validation" if "validation" in splits else (
+        "test" if "test" in splits else "train")
+    return DataSpec("image_folder", builder.info.features["label"].num_classes,
+                    splits["train"].num_examples, splits[eval_split].num_examples,
+                    "train", eval_split, builder=builder)
+
+
+def load_spec(name, data_dir=None):
+    """Open a dataset; fail fast (no 200 s of download retries) when it is not there."""
+    if name not in DATASETS:
+        raise DataError(f"--dataset: unknown dataset {name!r}; expected one of {DATASETS}")
+    if name == "digits":
+        arrays = _digits_arrays()
+        return DataSpec(name, 10, len(arrays["train"][1]), len(arrays["test"][1]),
+                        "train", "test", arrays=arrays)
+    if name == "image_folder":
+        return _image_folder(data_dir)
+    tfds = _tfds()
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        where = builder.data_dir
+        if name == "imagenet2012":
+            manual = os.path.join(data_dir or "~/tensorflow_datasets", "downloads", "manual")
+            raise DataError(
+                f"imagenet2012 is not prepared in {where}. Put ILSVRC2012_img_train.tar and "
+                f"ILSVRC2012_img_val.tar (from image-net.org) in {manual} and run "
+                f"`tfds build imagenet2012 --data_dir={data_dir or '~/tensorflow_datasets'}`, "
+                "or prepare_imagenet(data_dir, manual_dir) from sknet_keras.trainers.datasets.")
+        raise DataError(
+            f"{name} is not prepared in {where} and is not downloaded at run time (no network "
+            f"retries). On a machine with network run `tfds build {name} "
+            f"--data_dir=DATA_DIR` (it fetches {CIFAR_URLS[name]}) and copy DATA_DIR/{name} "
+            f"into {data_dir or '~/tensorflow_datasets'}.")
+    splits = builder.info.splits
+    eval_split = "validation" if "validation" in splits else "test"
+    return DataSpec(name, builder.info.features["label"].num_classes,
+                    splits["train"].num_examples, splits[eval_split].num_examples,
+                    "train", eval_split, builder=builder)
+
+
+def prepare_imagenet(data_dir, manual_dir):
+    """Prepare tfds imagenet2012 from ILSVRC2012_img_{train,val}.tar in `manual_dir`."""
+    tfds = _tfds()
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
+
+def records(spec, split, shuffle_files, seed):
+    """(encoded image, label, file name) records of a split."""
+    if spec.arrays is not None:
+        encoded, labels = spec.arrays[split]
+        names = [f"{split}_{i:05d}" for i in range(len(labels))]
+        return tf.data.Dataset.from_tensor_slices((encoded, labels, names))
+    tfds = _tfds()
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    ds = spec.builder.as_dataset(split=split, decoders=decoders, shuffle_files=shuffle_files,
+                                 read_config=tfds.ReadConfig(shuffle_seed=seed))
+    features = spec.builder.info.features
+    name_key = next((k for k in ("file_name", "image/filename", "id") if k in features), None)
+
+    def fields(ex):
+        name = ex[name_key] if name_key else tf.constant("")
+        return ex["image"], ex["label"], name
+
+    return ds.map(fields, num_parallel_calls=tf.data.AUTOTUNE)

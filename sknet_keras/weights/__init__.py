@@ -1,0 +1,6 @@
+"""Weights I/O: our weight-file format, downloads, and `weights="imagenet"`."""
+
+from sknet_keras.weights.files import (assign_checked, load_weights, read_weights,
+                                       save_weights, write_tensors)
+
+__all__ = ["assign_checked", "load_weights", "read_weights", "save_weights", "write_tensors"]

@@ -1,0 +1,105 @@
+"""Resumable, retried, hash-checked downloads with a progress bar.
+
+Written by hand because `keras.utils.get_file` restarts an interrupted download from zero
+(a 270 MB caffemodel on a flaky link may never finish) and checks only full hashes, while
+timm and torchvision publish the sha256 prefix in their file names. A download goes to
+`<file>.part`; after a failure it continues with an HTTP Range request; the finished file is
+checked against the published size and hash before it is renamed into place, and a file that
+fails the check is deleted, never kept.
+"""
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+
+CHUNK = 1 << 20
+
+
+class DownloadError(ValueError):
+    """A download that failed or whose content does not match what its publisher states."""
+
+
+def file_hash(path, algorithm):
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path, sha256=None, sha384=None, size=None):
+    """None if `path` matches the published size / hashes (a hash may be a prefix), else
+    the reason it does not."""
+    if size is not None and os.path.getsize(path) != size:
+        return f"it has {os.path.getsize(path):,} bytes, the publisher states {size:,}"
+    for algorithm, expected in (("sha256", sha256), ("sha384", sha384)):
+        if expected:
+            actual = file_hash(path, algorithm)
+            if not actual.startswith(expected.lower()):
+                return f"its {algorithm} is {actual}, the publisher states {expected}"
+    return None
+
+
+def _fetch_once(url, part, timeout, progress):
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "sknet_keras"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if have and response.status != 206:  # the server ignored the range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        bar = None
+        if progress:
+            import keras
+
+            bar = keras.utils.Progbar(total, unit_name="byte")
+            bar.update(have)
+        with open(part, "ab" if have else "wb") as f:
+            while True:
+                block = response.read(CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                have += len(block)
+                if bar is not None:
+                    bar.update(have)
+    if total is not None and have < total:
+        raise urllib.error.URLError(f"connection closed after {have} of {total} bytes")
+
+
+def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=60,
+             progress=True, backoff=1.0):
+    """Download `url` to `path` (resuming `path.part`), check it, return `path`."""
+    part = path + ".part"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    last = None
+    for attempt in range(retries + 1):
+        try:
+            _fetch_once(url, part, timeout, progress)
+            break
+        except urllib.error.HTTPError as e:
+            if e.code == 416:  # range past the end: the partial file is complete or stale
+                if os.path.exists(part) and verify(part, sha256, sha384, size) is None:
+                    break
+                os.remove(part)
+            elif 400 <= e.code < 500 and e.code not in (408, 429):
+                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+            last = e
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            last = e
+        if attempt < retries:
+            time.sleep(backoff * 2 ** attempt)
+    else:
+        raise DownloadError(f"{url}: {type(last).__name__}: {getattr(last, 'reason', last)} "
+                            f"(after {retries + 1} attempts)")
+    problem = verify(part, sha256, sha384, size)
+    if problem:
+        os.remove(part)
+        raise DownloadError(f"the file downloaded from {url} is not the published one: "
+                            f"{problem}; it was deleted")
+    os.replace(part, path)
+    return path

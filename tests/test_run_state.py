@@ -1,0 +1,216 @@
+"""A training run's state can be trusted: checkpoints hold every weight, a killed run resumes
+to exactly the weights of an uninterrupted one, a finished run re-runs idempotently, evaluation
+of a run equals evaluation of its exported weights, and uneven batches count every example."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import DATA_DIR
+from sknet_keras.registry import ResNetConfig, SKConfig
+from sknet_keras.trainers.loop import CheckpointError, restore_checked
+from sknet_keras.weights.files import read_weights
+
+# The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+ENV["PYTHONUNBUFFERED"] = "1"
+TRAIN = [sys.executable, "-m", "sknet_keras.trainers.train"]
+EVALUATE = [sys.executable, "-m", "sknet_keras.trainers.evaluate"]
+
+
+def run(cmd, check=True, timeout=600):
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def jpeg(rng, h=36, w=44):
+    return tf.io.encode_jpeg(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).numpy()
+
+
+def image_folder(root, rng, train=(6, 6), validation=(9, 9), classes=("cat", "dog")):
+    for split, counts in (("train", train), ("validation", validation)):
+        for cls, n in zip(classes, counts):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{cls}{i}.jpg").write_bytes(jpeg(rng))
+    return root
+
+
+# --- checkpoints of an earlier version -----------------------------------------------------
+
+def test_checkpoint_of_version_0_1_fails_naming_the_missing_branch_weights():
+    """sknet_keras 0.1.0 wrote checkpoints without the SK branch weights (kept in Python
+    lists). tests/data/sknet_keras_0.1_checkpoint is one, written by that version; restoring
+    it must refuse, naming what is missing, not load half of it."""
+    from sknet_keras.applications import build_model
+
+    config = ResNetConfig("tiny_sknet", block="bottleneck", depths=(1, 1, 1, 1),
+                          widths=(8, 8, 8, 8), out_channels=(16, 16, 16, 16), groups=4,
+                          attention="sk", stem_width=8, sk=SKConfig(min_attn_channels=4))
+    model = build_model(config, input_shape=(32, 32, 3), classes=3)
+    before = [w.numpy() for w in model.weights]
+    path = tf.train.latest_checkpoint(os.path.join(DATA_DIR, "sknet_keras_0.1_checkpoint"))
+    with pytest.raises(CheckpointError, match=r"does not hold every variable of the model "
+                                               r"\(missing \d+ objects, e\.g\. conv2_block1_2_sk/.*branch0_bn"):
+        restore_checked(tf.train.Checkpoint(model=model), path)
+    # Nothing was half loaded: every variable still holds its value from before.
+    for w, value in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), value)
+
+
+# --- kill, resume, re-run, evaluate ---------------------------------------------------------
+
+def _weights(path):
+    tensors, _ = read_weights(path)
+    return tensors
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL mid-epoch, resume: final weights bit-identical to a run never interrupted,
+    with augmentation (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
+    args = ["--model=mini_sknet", "--image_size=32", "--batch_size=16", "--steps_per_epoch=6",
+            "--max_steps=14", "--steps_per_loop=1", "--mixed_precision=float32",
+            "--augment=senet", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--seed=3"]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    run(TRAIN + args + [f"--model_dir={straight}"])
+
+    proc = subprocess.Popen(TRAIN + args + [f"--model_dir={killed}"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = os.path.join(killed, "checkpoints")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+        if latest and int(latest.rsplit("-", 1)[1]) >= 8:  # mid second epoch
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit("-", 1)[1])
+    assert 8 <= killed_at < 14, killed_at
+    resumed = run(TRAIN + args + [f"--model_dir={killed}"])
+    assert f"at step {killed_at}" in resumed.stdout
+
+    a = _weights(os.path.join(straight, "final.weights.h5"))
+    b = _weights(os.path.join(killed, "final.weights.h5"))
+    assert sorted(a) == sorted(b)
+    assert any("branch1_conv" in k for k in a)  # the SK branches are in the comparison
+    different = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not different, different[:5]
+    ra, rb = (json.load(open(os.path.join(d, "result.json"))) for d in (straight, killed))
+    assert ra == rb
+
+    # A finished run, re-run: says so, changes nothing.
+    final = os.path.join(killed, "final.weights.h5")
+    stamp = (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
+    again = run(TRAIN + args + [f"--model_dir={killed}"])
+    assert "already complete at step 14" in again.stdout
+    assert stamp == (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
+
+    # Evaluating the run (its checkpoint, its config) equals evaluating its exported weights.
+    by_dir, by_file = tmp_path / "by_dir.json", tmp_path / "by_file.json"
+    run(EVALUATE + [f"--model_dir={killed}", f"--output={by_dir}"])
+    run(EVALUATE + [f"--weights={final}", "--model=mini_sknet", "--dataset=digits",
+                    "--image_sizes=32", f"--output={by_file}"])
+    by_dir, by_file = json.loads(by_dir.read_text()), json.loads(by_file.read_text())
+    assert by_dir == by_file and by_dir["32"]["examples"] == 360
+    assert by_dir["32"]["top1"] == ra["val_top1"]  # float32 run: the trainer's own number
+
+
+def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path):
+    model_dir = str(tmp_path / "run")
+    run(TRAIN + ["--model=mini_sknet", "--max_steps=2", "--steps_per_epoch=2",
+                 "--batch_size=16", "--export=false", f"--model_dir={model_dir}"])
+    wrong_model = run(EVALUATE + [f"--model_dir={model_dir}", "--model=sknet26"], check=False)
+    assert wrong_model.returncode == 2
+    assert "holds a mini_sknet run" in wrong_model.stderr.splitlines()[0]
+    noted = run(EVALUATE + [f"--model_dir={model_dir}", "--image_sizes=40"])
+    assert "note: --image_sizes=40 overrides the run's image size 32" in noted.stdout
+    assert "mini_sknet digits 40x40" in noted.stdout
+    other = run(TRAIN + ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
+                check=False)
+    assert other.returncode == 2 and "holds a run of model.name='mini_sknet'" in other.stderr
+
+
+# --- uneven batches over replicas ----------------------------------------------------------
+
+UNEVEN_EVAL = r"""
+import json, sys
+from sknet_keras.trainers.strategy import make_strategy
+mirrored = make_strategy("mirrored", cpu_replicas=2)
+import keras, tensorflow as tf
+from sknet_keras.trainers import datasets
+from sknet_keras.trainers.configs import recipe
+from sknet_keras.trainers.loop import run_evaluation
+from sknet_keras.trainers.task import ClassificationTask
+spec = datasets.load_spec("image_folder", sys.argv[1])
+config = recipe("imagenet_senet", "image_folder").override(
+    name="mini_sknet", image_size=32, batch_size=8, precision="float32", normalization="torch",
+    data_dir=sys.argv[1])
+task = ClassificationTask(config, spec)
+keras.utils.set_random_seed(0)
+with mirrored.scope():
+    model = task.build_model()
+weights = [w.numpy() for w in model.weights]
+single_model = task.build_model()
+single_model.set_weights(weights)
+out = {"mirrored": run_evaluation(mirrored, task, model),
+       "single": run_evaluation(tf.distribute.get_strategy(), task, single_model)}
+print(json.dumps(out))
+"""
+
+
+def test_mirrored_evaluation_with_an_empty_replica_batch_counts_every_image(tmp_path, rng):
+    """18 validation images, global batch 8 over 2 replicas: 8 + 8 + 2, so the last step
+    gives one replica 2 images and the other none."""
+    root = image_folder(tmp_path / "folder", rng)
+    proc = run([sys.executable, "-c", UNEVEN_EVAL, str(root)])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["mirrored"][2] == out["single"][2] == 18
+    assert out["mirrored"][:2] == pytest.approx(out["single"][:2], abs=1e-9)
+    assert 0 < out["single"][1] <= 1  # top-5 over two classes: every image
+
+
+def test_mirrored_training_cli_on_an_uneven_image_folder(tmp_path, rng):
+    root = image_folder(tmp_path / "folder", rng)
+    model_dir = str(tmp_path / "run")
+    run(TRAIN + ["--model=mini_sknet", "--dataset=image_folder", f"--data_dir={root}",
+                 "--image_size=32", "--batch_size=8", "--strategy=mirrored",
+                 "--cpu_replicas=2", "--max_steps=2", "--export=false",
+                 f"--model_dir={model_dir}"])
+    res = json.load(open(os.path.join(model_dir, "result.json")))
+    assert res["val_examples"] == 18
+
+
+# --- image folders that cannot be trained on ------------------------------------------------
+
+def test_image_folder_problems_are_one_line_and_leave_nothing_behind(tmp_path, rng):
+    one_class = image_folder(tmp_path / "one", rng, train=(4,), validation=(2,),
+                             classes=("cat",))
+    model_dir = tmp_path / "run"
+    base = TRAIN + ["--model=mini_sknet", "--dataset=image_folder", "--image_size=32",
+                    "--batch_size=4", f"--model_dir={model_dir}"]
+    proc = run(base + [f"--data_dir={one_class}"], check=False)
+    assert proc.returncode == 2
+    assert "needs at least two classes" in proc.stderr.splitlines()[0]
+    assert not model_dir.exists()
+
+    corrupt = image_folder(tmp_path / "corrupt", rng, train=(3, 3), validation=(1, 1))
+    for path in (corrupt / "train").rglob("*.jpg"):
+        path.write_bytes(path.read_bytes()[:40])
+    proc = run(base + [f"--data_dir={corrupt}"], check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "no training image could be read" in errors[0], proc.stderr
+    assert "steps_per_epoch" not in proc.stderr
+    assert not model_dir.exists()
