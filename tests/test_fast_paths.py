@@ -47,9 +47,9 @@ def _forward_backward(layer, x, training, graph=False):
     return v.numpy(), a.numpy(), [g.numpy() for g in grads], stats
 
 
-@pytest.mark.parametrize("strides", [1, 2])
-def test_fused_inference_equals_reference_forward_and_gradients(strides, rng):
-    fast, ref, x = _pair(rng, strides=strides)
+@pytest.mark.parametrize("strides,activation", [(1, "relu"), (2, "relu"), (2, None)])
+def test_fused_inference_equals_reference_forward_and_gradients(strides, activation, rng):
+    fast, ref, x = _pair(rng, strides=strides, branch_activation=activation)
     (v1, a1, g1, _), (v2, a2, g2, _) = (_forward_backward(layer, x, False)
                                         for layer in (fast, ref))
     np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)

@@ -106,8 +106,8 @@ def reference_sk(x, layer):
     feats = []
     for xi, (k, d, g), conv, b in zip(xs, layer.branches, layer.branch_convs, layer.branch_bns):
         w = keras.ops.convert_to_numpy(conv.kernel)
-        feats.append(np.maximum(bn(reference_conv(xi, w, layer.strides, d, d * (k - 1) // 2,
-                                                  g), b), 0))
+        y = bn(reference_conv(xi, w, layer.strides, d, d * (k - 1) // 2, g), b)
+        feats.append(np.maximum(y, 0) if layer.branch_activation == "relu" else y)
     u = sum(feats)
     s = u.mean(axis=(1, 2))
     z = np.maximum(bn(s @ keras.ops.convert_to_numpy(layer.attn.fuse_conv.kernel), layer.attn.fuse_bn), 0)
@@ -127,6 +127,7 @@ def reference_sk(x, layer):
         dict(branches=[(3, 1), (5, 1, 8)], groups=4, strides=2),
         dict(branches=2, groups=1, strides=2, split_input=True, reduction=8,
              min_attn_channels=16, attn_divisor=16),
+        dict(branches=2, groups=16, strides=2, branch_activation=None, reduction=4),
     ],
 )
 def test_selective_kernel_matches_reference(kwargs, rng):

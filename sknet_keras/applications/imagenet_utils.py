@@ -16,6 +16,12 @@ from sknet_keras.registry import get_model_config
 # whose prototxts state `mean_value: 104, 117, 123`.
 BGR_MEANS = {"caffe": (103.939, 116.779, 123.68), "senet": (104.0, 117.0, 123.0)}
 MODES = ("torch", "caffe", "tf", "senet")
+MODE_DESCRIPTIONS = {
+    "torch": "RGB scaled to [0, 1], minus ImageNet mean, over std (timm, torchvision)",
+    "caffe": "BGR minus the ImageNet BGR mean (Keras' caffe mode; official SKNet release)",
+    "senet": "BGR minus (104, 117, 123) (the official SENet release)",
+    "tf": "scaled to [-1, 1]",
+}
 
 
 def preprocess_input(x, data_format=None, mode="torch"):

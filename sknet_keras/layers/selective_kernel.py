@@ -132,6 +132,8 @@ class SelectiveKernel(keras.layers.Layer):
         strides: the unit's stride, applied on every branch.
         attention: False gives the plain sum of the branches (the paper's ablation).
         split_input: each branch sees its own C_in / M slice of the input (timm SK-ResNet).
+        branch_activation: "relu" after each branch's BN (the paper), or None (its
+            ShuffleNetV2 + SK variant).
         return_attention: return [V, attention (N, M, C) float32] instead of V.
         implementation: "auto" (faster paths on TensorFlow, see `sk_paths`) or "reference".
         rematerialize: in training, keep only the input and recompute the unit in the
@@ -151,6 +153,7 @@ class SelectiveKernel(keras.layers.Layer):
         strides=1,
         attention=True,
         split_input=False,
+        branch_activation="relu",
         return_attention=False,
         implementation="auto",
         rematerialize=None,
@@ -174,6 +177,9 @@ class SelectiveKernel(keras.layers.Layer):
         self.strides = int(strides)
         self.attention = bool(attention)
         self.split_input = bool(split_input)
+        if branch_activation not in ("relu", None):
+            raise ValueError(f"branch_activation must be 'relu' or None; got {branch_activation!r}")
+        self.branch_activation = branch_activation
         self.return_attention = bool(return_attention)
         if self.filters < 1 or self.reduction < 1 or self.strides < 1:
             raise ValueError(
@@ -245,6 +251,9 @@ class SelectiveKernel(keras.layers.Layer):
             return ops.split(inputs, self.num_branches, axis=-1)
         return [inputs] * self.num_branches
 
+    def activate(self, x):
+        return ops.relu(x) if self.branch_activation == "relu" else x
+
     def call(self, inputs, training=None):
         path = sk_paths.choose(self, training)
         if path == "fused":
@@ -253,7 +262,7 @@ class SelectiveKernel(keras.layers.Layer):
             v, attn = sk_paths.rematerialized_training(self, inputs)
         else:
             feats = [
-                ops.relu(bn(conv(x), training=training))
+                self.activate(bn(conv(x), training=training))
                 for x, conv, bn in zip(self.branch_inputs(inputs), self.branch_convs,
                                        self.branch_bns)
             ]
@@ -298,6 +307,7 @@ class SelectiveKernel(keras.layers.Layer):
             strides=self.strides,
             attention=self.attention,
             split_input=self.split_input,
+            branch_activation=self.branch_activation,
             return_attention=self.return_attention,
             implementation=self.implementation,
             rematerialize=self.rematerialize,

@@ -59,12 +59,13 @@ def _tf():
     return tf
 
 
-def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps):
+def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps, relu):
     tf = _tf()
     feats = []
     for c, (gamma, beta, mean, var) in zip(convs, branch_bn):
         c = tf.cast(c, tf.float32)
-        feats.append(tf.nn.relu((c - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta))
+        y = (c - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta
+        feats.append(tf.nn.relu(y) if relu else y)
     s = tf.add_n([tf.reduce_mean(f, axis=[1, 2]) for f in feats])
     gamma, beta, mean, var = fuse_bn
     z = tf.nn.relu((tf.matmul(s, fuse_kernel) - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta)
@@ -101,7 +102,8 @@ def fused_inference(layer, inputs):
     attn = layer.attn
     return _compiled_select()(
         convs, [bn_params(b) for b in layer.branch_bns], f32(attn.fuse_conv.kernel),
-        bn_params(attn.fuse_bn), f32(attn.select_conv.kernel), float(attn.fuse_bn.epsilon))
+        bn_params(attn.fuse_bn), f32(attn.select_conv.kernel), float(attn.fuse_bn.epsilon),
+        layer.branch_activation == "relu")
 
 
 # --- rematerialized training ----------------------------------------------------------------
@@ -116,7 +118,7 @@ def _train_forward(layer, inputs):
     feats, stats = [], []
     for c, bn in zip(convs, layer.branch_bns):
         y, mean, var = bn.normalize_batch(c)
-        feats.append(ops.relu(y))
+        feats.append(layer.activate(y))
         stats += [mean, var]
     s = ops.mean(branch_sum(feats), axis=(1, 2))
     attn = layer.attn
