@@ -2,6 +2,8 @@
 
 from sknet_keras.models.resnet.builder import backbone
 from sknet_keras.models.resnet.config import ResNetConfig, SKConfig, Unit, units
-from sknet_keras.models.resnet.entries import ENTRIES
+from sknet_keras.models.resnet import ablations, entries
+
+ENTRIES = entries.ENTRIES + ablations.ENTRIES
 
 __all__ = ["backbone", "ResNetConfig", "SKConfig", "Unit", "units", "ENTRIES"]
