@@ -172,3 +172,28 @@ def test_rematerialized_model_trains_like_reference(rng):
     for w1, w2 in zip(models[0].weights, models[1].weights):
         np.testing.assert_allclose(w1.numpy(), w2.numpy(), rtol=1e-3, atol=1e-4,
                                    err_msg=w1.path)
+
+
+@pytest.mark.parametrize("size,channels,groups,dilation", [(32, 16, 4, 2), (56, 128, 32, 2),
+                                                           (40, 64, 64, 3)])
+def test_bfloat16_dilated_grouped_conv_trains_on_cpu(size, channels, groups, dilation, rng):
+    """TensorFlow 2.21's CPU bfloat16 filter gradient of grouped dilated convs is NaN from
+    ~32×32 (SKNet-50's 56×56 stage); GroupConv2D routes around it. Gradients must be finite
+    and match float32 to bfloat16 precision."""
+    x = rng.standard_normal((2, size, size, channels)).astype("float32")
+    results = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.config.set_dtype_policy(policy)
+        layer = GroupConv2D(channels, 3, dilation_rate=dilation, groups=groups)
+        layer.build(x.shape)
+        layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype("float32") * 0.1
+                            if policy == "float32" else results["float32"][2])
+        xv = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(xv), tf.float32) ** 2)
+        gx, gw = tape.gradient(loss, [xv, layer.kernel.value])
+        results[policy] = (gx.numpy(), gw.numpy(), layer.kernel.numpy())
+    keras.config.set_dtype_policy("float32")
+    for ref, got in zip(results["float32"][:2], results["mixed_bfloat16"][:2]):
+        assert np.all(np.isfinite(got))
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 2e-2
