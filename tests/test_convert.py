@@ -157,40 +157,10 @@ def test_caffe_release_converts_to_the_same_numbers_as_timm(tmp_path, rng):
         np.testing.assert_array_equal(pooled[0], ref)
 
 
-def test_imagenet_weights_from_a_local_copy_then_the_cache(tmp_path, monkeypatch, rng):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    weights_dir = tmp_path / "downloads"
-    weights_dir.mkdir()
-    monkeypatch.setenv("SKNET_KERAS_WEIGHTS_DIR", str(weights_dir))
-
-    def no_network(*args, **kwargs):
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
-    with pytest.raises(ValueError, match=r"(?s)could not download.*huggingface.co/timm/"
-                                         r"skresnet18.ra_in1k.*skresnet18.ra_in1k.safetensors"
-                                         r".*SKNET_KERAS_WEIGHTS_DIR"):
-        applications.SKResNet18(weights="imagenet")
-
-    reference = applications.SKResNet18(input_shape=(64, 64, 3))
-    save_file(keras_to_timm(reference, "skresnet18"),
-              str(weights_dir / "skresnet18.ra_in1k.safetensors"))
-    x = rng.random((2, 64, 64, 3), "float32")
-    loaded = applications.SKResNet18(weights="imagenet", input_shape=(64, 64, 3))
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), reference.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-7)
-    os.remove(weights_dir / "skresnet18.ra_in1k.safetensors")  # now served from the cache
-    features = applications.SKResNet18(weights="imagenet", include_top=False, pooling="avg")
-    assert features.output_shape == (None, 512)
-
-    with pytest.raises(ValueError, match="`classes` should be 1000"):
-        applications.SKResNet18(weights="imagenet", classes=10)
-    with pytest.raises(ValueError, match=r"(?s)no direct download.*github.com/implus/SKNet"):
-        build_model("sknet50_caffe", weights="imagenet")
-    with pytest.raises(ValueError, match="no public ImageNet weights exist for 'sknet26'"):
-        applications.SKNet26(weights="imagenet")
+def test_preprocessing_modes_and_the_caffe_sknet101_layout():
     assert applications.preprocessing_mode("sknet50") == "torch"
     assert applications.preprocessing_mode("sknet101_caffe") == "caffe"
+    assert applications.preprocessing_mode("seresnet152") == "senet"
     assert get_model_config("sknet101_caffe").sk.stage_attn_channels == (None, 16, None, None)
 
 

@@ -319,6 +319,16 @@ def test_cifar10_through_tfds_reading_code_from_a_local_server(tmp_path, rng, mo
     assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 10)
     test_images, _, weights = next(iter(pipeline.make_dataset(spec, "test", data, 10, False)))
     assert test_images.shape == (10, 32, 32, 3) and weights.numpy().sum() == 10
+    # A CIFAR-shaped SKNet-29 in miniature, trained by the CLI with the CIFAR recipe.
+    model_dir = tmp_path / "run"
+    run_train(["--model=mini_sknet29", "--dataset=cifar10", f"--data_dir={data_dir}",
+               "--batch_size=4", "--max_steps=2", "--export=false", f"--model_dir={model_dir}"])
+    assert result(str(model_dir))["val_examples"] == 10
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["recipe"] == "cifar"
+    assert (config["optimizer"]["milestones"], config["optimizer"]["weight_decay"],
+            config["optimizer"]["reference_batch_size"], config["data"]["augment"],
+            config["schedule"]["epochs"]) == ([150, 225], 5e-4, 128, "cifar", 300)
 
 
 def test_mixup_cutmix_and_randaugment_in_the_pipeline():

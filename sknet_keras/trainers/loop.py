@@ -124,15 +124,17 @@ class Trainer:
 
         with strategy.scope():
             self.model = task.build_model()
-            self.optimizer = task.build_optimizer()
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizers = task.build_optimizers()
+            for optimizer in self.optimizers.values():
+                optimizer.build(self.model.trainable_variables)
+            self.optimizer = self.optimizers["optimizer"]  # its iterations: the global step
             sum_var = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
                            aggregation=tf.VariableAggregation.SUM)
             self._loss_sum = tf.Variable(0.0, **sum_var)
             self._correct = tf.Variable(0.0, **sum_var)
             self._seen = tf.Variable(0.0, **sum_var)
 
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, **self.optimizers)
         write_dir = model_dir if self.chief else tempfile.mkdtemp(prefix="sknet_worker_ckpt_")
         self._write_dir = write_dir
         self.manager = tf.train.CheckpointManager(
@@ -145,18 +147,31 @@ class Trainer:
             os.path.join(model_dir if self.chief else write_dir, "logs"))
         # Only a separate function when XLA-compiled: a nested tf.function cannot hold the
         # cross-replica synchronization of synchronized BN.
-        self._forward_backward = None
-        if task.config.runtime.jit_compile:
-            compiled = tf.function(lambda images, labels: task.forward_backward(
-                self.model, self.optimizer, images, labels), jit_compile=True)
-            self._forward_backward = lambda model, optimizer, images, labels: compiled(
-                images, labels)
-        self._train_loop = tf.function(self._train_loop_impl)
+        self._frozen = None
+        self._set_frozen(task.backbone_frozen(self.step))
         self._moving_stats = [w for w in self.model.non_trainable_weights
                               if w.path.endswith(("moving_mean", "moving_variance"))]
         self._sync_stats = (tf.function(self._sync_moving_stats_impl)
                             if strategy.num_replicas_in_sync > 1
                             and not task.config.model.sync_bn else None)
+
+    def _set_frozen(self, frozen):
+        """Freeze / unfreeze the pretrained layers (fine-tuning); (re)trace the step
+        functions, whose variable lists change with it."""
+        if frozen == self._frozen:
+            return
+        if self._frozen is not None or frozen:
+            self.task.set_backbone_trainable(self.model, not frozen)
+            if self._frozen is not None:
+                self.log(f"step {self.step}: backbone {'frozen' if frozen else 'unfrozen'}")
+        self._frozen = frozen
+        self._forward_backward = None
+        if self.task.config.runtime.jit_compile:
+            compiled = tf.function(lambda images, labels: self.task.forward_backward(
+                self.model, self.optimizer, images, labels), jit_compile=True)
+            self._forward_backward = lambda model, optimizer, images, labels: compiled(
+                images, labels)
+        self._train_loop = tf.function(self._train_loop_impl)
 
     @property
     def step(self):
@@ -169,7 +184,7 @@ class Trainer:
     # --- replica functions ----------------------------------------------------------------
 
     def _replica_step(self, batch):
-        per_example, hits = self.task.train_step(batch, self.model, self.optimizer,
+        per_example, hits = self.task.train_step(batch, self.model, self.optimizers,
                                                  self._forward_backward)
         self._loss_sum.assign_add(tf.reduce_sum(per_example))
         self._correct.assign_add(tf.reduce_sum(hits))
@@ -237,6 +252,10 @@ class Trainer:
             bar.update(done)
             while done < steps_this_epoch:
                 steps = min(self.steps_per_loop, steps_this_epoch - done)
+                if self.task.freeze_steps:
+                    self._set_frozen(self.task.backbone_frozen(self.step))
+                    if self.step < self.task.freeze_steps:  # stop the loop where it thaws
+                        steps = min(steps, self.task.freeze_steps - self.step)
                 start = time.perf_counter()
                 self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
                 if self._sync_stats is not None:

@@ -48,3 +48,27 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                     epochs=self.epochs, kind=self.kind, warmup_epochs=self.warmup_epochs,
                     decay_epochs=self.decay_epochs, decay_rate=self.decay_rate,
                     milestones=list(self.milestones))
+
+
+@keras.saving.register_keras_serializable(package="sknet_keras")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`factor` × `schedule` at step + `offset`: the pretrained layers' rate in
+    fine-tuning, for an optimizer that starts `offset` steps into the run."""
+
+    def __init__(self, schedule, factor, offset=0):
+        self.schedule = schedule
+        self.factor = float(factor)
+        self.offset = int(offset)
+
+    def __call__(self, step):
+        return self.factor * self.schedule(ops.cast(step, "float32") + self.offset)
+
+    def get_config(self):
+        return dict(schedule=keras.saving.serialize_keras_object(self.schedule),
+                    factor=self.factor, offset=self.offset)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)

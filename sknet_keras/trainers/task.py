@@ -12,7 +12,9 @@ from sknet_keras.applications import build_model, preprocessing_mode
 from sknet_keras.layers.options import build_options
 from sknet_keras.trainers import pipeline
 from sknet_keras.trainers.configs import ConfigError
-from sknet_keras.trainers.schedules import WarmupSchedule
+from sknet_keras.trainers.schedules import ScaledSchedule, WarmupSchedule
+from sknet_keras.weights.files import assign_checked, is_sknet_weights_file, read_weights
+from sknet_keras.weights.pretrained import load_imagenet_weights
 
 HEAD_PREFIX = "predictions/"
 
@@ -35,6 +37,12 @@ class ClassificationTask:
                               "training examples")
         self.total_steps = (config.schedule.max_steps
                             or config.schedule.epochs * self.steps_per_epoch)
+        o = config.optimizer
+        self.freeze_steps = round(o.freeze_backbone_epochs * self.steps_per_epoch)
+        self.split_optimizers = o.backbone_lr_multiplier != 1.0
+        if self.split_optimizers and config.runtime.precision == "float16":
+            raise ConfigError("--backbone_lr_multiplier needs --mixed_precision=bfloat16 or "
+                              "float32 (float16 loss scaling covers one optimizer)")
 
     # --- what is trained -----------------------------------------------------------------
 
@@ -45,15 +53,55 @@ class ClassificationTask:
         size = c.data.image_size
         with build_options(sync_bn=c.model.sync_bn, rematerialize=c.model.rematerialize,
                            dtype_policy=c.precision_policy):
-            return build_model(c.model.name, input_shape=(size, size, 3),
-                               classes=self.num_classes, classifier_activation=None)
+            model = build_model(c.model.name, input_shape=(size, size, 3),
+                                classes=self.num_classes, classifier_activation=None)
+        if c.model.weights:
+            self.load_pretrained(model)
+        return model
 
-    def build_optimizer(self):
+    def load_pretrained(self, model):
+        """Fine-tuning: every weight but the classifier from `--weights`; the classifier is
+        new (this dataset's classes)."""
+        weights = self.config.model.weights
+        if weights == "imagenet":
+            load_imagenet_weights(model, self.config.model.name, skip=(HEAD_PREFIX,))
+            return
+        if not is_sknet_weights_file(weights):
+            raise ConfigError(f"--weights: {weights!r} is not a weights file written by "
+                              "sknet_keras (final.weights.h5 of a run, or a converted file)")
+        tensors, _ = read_weights(weights)
+        assign_checked(model, tensors, weights, skip=(HEAD_PREFIX,))
+
+    def backbone_frozen(self, step):
+        return step < self.freeze_steps
+
+    @staticmethod
+    def set_backbone_trainable(model, trainable):
+        for layer in model.layers:
+            if not layer.name.startswith(HEAD_PREFIX.rstrip("/")):
+                layer.trainable = trainable
+
+    @staticmethod
+    def is_head(variable):
+        return variable.path.startswith(HEAD_PREFIX)
+
+    def build_optimizers(self):
+        """{"optimizer": ...} — and, with --backbone_lr_multiplier, a "backbone_optimizer"
+        for the pretrained layers at that fraction of the learning rate."""
         o = self.config.optimizer
         base_lr = o.learning_rate * self.config.schedule.batch_size / o.reference_batch_size
         schedule = WarmupSchedule(base_lr, self.steps_per_epoch, self.config.schedule.epochs,
                                   o.schedule, o.warmup_epochs, o.decay_epochs, o.decay_rate,
                                   o.milestones)
+        optimizers = {"optimizer": self._optimizer(schedule)}
+        if self.split_optimizers:
+            # Applied only once the backbone is unfrozen: its own step count lags by that.
+            optimizers["backbone_optimizer"] = self._optimizer(ScaledSchedule(
+                schedule, o.backbone_lr_multiplier, offset=self.freeze_steps))
+        return optimizers
+
+    def _optimizer(self, schedule):
+        o = self.config.optimizer
         if o.optimizer == "sgd":
             opt = keras.optimizers.SGD(schedule, momentum=0.9,
                                        weight_decay=o.weight_decay or None)
@@ -95,12 +143,19 @@ class ClassificationTask:
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
         return tape.gradient(scaled, model.trainable_variables), per_example, logits
 
-    def train_step(self, batch, model, optimizer, forward_backward=None):
-        """One replica's step; returns (per-example loss, number of top-1 hits)."""
+    def train_step(self, batch, model, optimizers, forward_backward=None):
+        """One replica's step; returns (per-example loss, top-1 hits)."""
         images, labels = batch
+        optimizer = optimizers["optimizer"]
         grads, per_example, logits = (forward_backward or self.forward_backward)(
             model, optimizer, images, labels)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        pairs = list(zip(grads, model.trainable_variables))
+        if "backbone_optimizer" in optimizers:
+            backbone = [(g, v) for g, v in pairs if not self.is_head(v)]
+            pairs = [(g, v) for g, v in pairs if self.is_head(v)]
+            if backbone:  # (none while the backbone is frozen)
+                optimizers["backbone_optimizer"].apply_gradients(backbone)
+        optimizer.apply_gradients(pairs)
         return per_example, top_k_hits(logits, labels, 1)
 
     def validation_step(self, batch, model):

@@ -73,9 +73,16 @@ def read_weights(path):
     return upgrade_legacy_paths(tensors), attrs
 
 
-def assign_checked(model, tensors, source, allow_unused_head=True):
-    """Assign `tensors` (path → array) to `model` after checking names and shapes."""
-    variables = {w.path: w for w in model.weights}
+def assign_checked(model, tensors, source, allow_unused_head=True, skip=()):
+    """Assign `tensors` (path → array) to `model` after checking names and shapes.
+
+    Variables whose path starts with a prefix in `skip` are left as they are, and the
+    file's tensors of those names are ignored (fine-tuning: a new classifier).
+    """
+    skip = tuple(skip)
+    variables = {w.path: w for w in model.weights if not (skip and w.path.startswith(skip))}
+    if skip:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
     missing = sorted(set(variables) - set(tensors))
     unexpected = sorted(
         k for k in set(tensors) - set(variables)

@@ -12,7 +12,8 @@ from sknet_keras import presets
 from sknet_keras.convert import convert_file
 from sknet_keras.registry import get_model_config
 from sknet_keras.weights.download import DownloadError, download, verify
-from sknet_keras.weights.files import assign_checked, load_weights, write_tensors
+from sknet_keras.weights.files import (assign_checked, load_weights, read_weights,
+                                       write_tensors)
 
 WEIGHTS_DIR_ENV = "SKNET_KERAS_WEIGHTS_DIR"
 
@@ -42,8 +43,9 @@ def _manual_instructions(preset):
     lines = []
     if preset.url:
         lines.append(f"download {preset.url} and {where}")
-    for file_name, origin in preset.also_accepted:
-        lines.append(f"or download {origin} and save it as {file_name!r} in the same folder")
+    for file_name, url in preset.also_accepted:
+        lines.append(f"or download {url} and save it, renamed, as {file_name!r} in the same "
+                     "folder")
     return "; ".join(lines)
 
 
@@ -81,19 +83,24 @@ def converted_path(name):
     return os.path.join(cache_dir(), f"{config.name}.{stem}.h5")
 
 
-def load_imagenet_weights(model, name):
+def load_imagenet_weights(model, name, skip=()):
     """Load a registry model's ImageNet weights into `model` (converting on first use).
 
     The release file is converted straight into `model` (its shapes checked as it is
-    assigned), and only then cached as a converted file for the next time.
+    assigned), and only then cached as a converted file for the next time. Variables under
+    a prefix in `skip` keep their values (fine-tuning: `skip=("predictions/",)`).
     """
     config, preset = _preset(name)
     converted = converted_path(config.name)
     if os.path.isfile(converted):
+        if skip:
+            tensors, _ = read_weights(converted)
+            assign_checked(model, tensors, converted, skip=skip)
+            return model
         return load_weights(model, converted)
     source = source_file(config.name)
     tensors = convert_file(preset.source, config, source)
-    assign_checked(model, tensors, source)
+    assign_checked(model, tensors, source, skip=skip)
     os.makedirs(cache_dir(), exist_ok=True)
     write_tensors(converted, tensors, config.name, source=preset.source,
                   source_file=os.path.basename(source))

@@ -104,4 +104,10 @@ CIFAR = (
            attention="sk", groups=32),
 )
 
-ENTRIES = TABLE3 + TABLE6 + TABLE7 + CIFAR
+MINI_CIFAR = Entry(
+    ResNetConfig("mini_sknet29", block="bottleneck", depths=(1, 1, 1), widths=(16, 32, 64),
+                 out_channels=(32, 64, 128), groups=4, attention="sk", stem="cifar",
+                 stem_width=16, default_size=32, min_size=16, sk=SKConfig(min_attn_channels=8)),
+    "tiny SKNet-29-shaped CIFAR network: tests, smoke runs")
+
+ENTRIES = TABLE3 + TABLE6 + TABLE7 + CIFAR + (MINI_CIFAR,)
