@@ -1,7 +1,7 @@
 """The official SENet release (hujie-frank/SENet): builders, Caffe converter, weights.
 
 No caffemodel of that release can be downloaded here, so the tests check the converted Keras
-models against an independent executor of Caffe's layer semantics (`run_caffe_net` below:
+models against an independent executor of Caffe's layer semantics (`caffe_tools.run_caffe_net`:
 grouped convs group by group, BatchNorm's moving-average factor, Scale, the SE branch, Axpy,
 ceil-mode max pooling), on networks laid out and named as in the release's prototxts
 (`senet_release_layers`). Facts transcribed from those prototxts pin the layouts.
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sknet_keras import applications
+from sknet_keras import applications, presets
 from sknet_keras.applications import build_model, preprocess_input
 from sknet_keras.convert import convert, source_to_keras
+from caffe_tools import random_blobs, run_caffe_net, write_release
 from caffe_writer import write_caffemodel
 from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors
 from sknet_keras.convert.timm import keras_to_timm, timm_mapping
@@ -110,87 +111,6 @@ def senet_release_layers(config, classes=1000):
     layers.append(dict(name="classifier", type="InnerProduct", bottom=["pool5/7x7_s1"],
                        top="classifier", num_output=classes))
     return layers
-
-
-def random_blobs(layers, in_channels, rng):
-    """Random blobs of Caffe's shapes, including a non-trivial BatchNorm factor."""
-    blobs, channels = {}, {"data": in_channels}
-    for layer in layers:
-        kind, name = layer["type"], layer["name"]
-        c_in = channels[layer["bottom"][0]]
-        if kind == "Convolution":
-            k, g, o = layer["kernel"], layer["group"], layer["num_output"]
-            std = np.sqrt(2.0 / (c_in // g * k * k))
-            blobs[name] = [rng.normal(0, std, (o, c_in // g, k, k)).astype("float32")]
-            if layer["bias"]:
-                blobs[name].append(rng.normal(0, 0.2, (o,)).astype("float32"))
-            channels[layer["top"]] = o
-        elif kind == "BatchNorm":
-            factor = np.float32(rng.uniform(0.5, 3.0))
-            mean = rng.normal(0, 0.3, (c_in,)).astype("float32")
-            var = rng.uniform(0.5, 2.0, (c_in,)).astype("float32")
-            blobs[name] = [mean * factor, var * factor, np.array([factor], "float32")]
-        elif kind == "Scale":
-            # Small residual-branch gains keep a deep random net's activations in range.
-            low, high = (0.1, 0.3) if "increase" in name else (0.5, 1.5)
-            blobs[name] = [rng.uniform(low, high, (c_in,)).astype("float32"),
-                           rng.normal(0, 0.2, (c_in,)).astype("float32")]
-        elif kind == "InnerProduct":
-            o = layer["num_output"]
-            blobs[name] = [rng.normal(0, np.sqrt(1.0 / c_in), (o, c_in)).astype("float32"),
-                           rng.normal(0, 0.1, (o,)).astype("float32")]
-            channels[layer["top"]] = o
-        else:
-            channels[layer["top"]] = c_in
-    return blobs
-
-
-def run_caffe_net(layers, blobs, data):
-    """Execute a layer list with Caffe's semantics on NHWC float64 data (channels as stored)."""
-    tensors = {"data": np.asarray(data, np.float64)}
-    for layer in layers:
-        kind, b = layer["type"], blobs.get(layer["name"])
-        x = tensors[layer["bottom"][0]]
-        if kind == "Convolution":
-            g, p, s = layer["group"], layer["pad"], layer["stride"]
-            w = b[0].astype(np.float64)
-            per = w.shape[0] // g
-            xs = np.split(x, g, axis=-1)
-            ys = [tf.nn.conv2d(xs[i], np.transpose(w[i * per:(i + 1) * per], (2, 3, 1, 0)),
-                               s, [[0, 0], [p, p], [p, p], [0, 0]]).numpy() for i in range(g)]
-            y = np.concatenate(ys, axis=-1)
-            if layer["bias"]:
-                y = y + b[1]
-        elif kind == "BatchNorm":
-            f = 0.0 if b[2][0] == 0 else 1.0 / b[2][0]
-            y = (x - b[0] * f) / np.sqrt(b[1] * f + 1e-5)  # Caffe's default eps
-        elif kind == "Scale":
-            y = x * b[0] + b[1]
-        elif kind == "ReLU":
-            y = np.maximum(x, 0)
-        elif kind == "Sigmoid":
-            y = 1 / (1 + np.exp(-np.clip(x, -60, 60)))
-        elif kind == "Pooling" and layer.get("global_pooling"):
-            y = x.mean(axis=(1, 2), keepdims=True)
-        elif kind == "Pooling":  # MAX, no padding, ceil mode: windows may run off the edge
-            k, s = layer["kernel"], layer["stride"]
-            h, w_ = x.shape[1:3]
-            oh, ow = -(-(h - k) // s) + 1, -(-(w_ - k) // s) + 1
-            y = np.stack([np.stack([x[:, i * s:i * s + k, j * s:j * s + k].max(axis=(1, 2))
-                                    for j in range(ow)], axis=1) for i in range(oh)], axis=1)
-        elif kind == "Axpy":
-            a, xx, yy = (tensors[n] for n in layer["bottom"])
-            y = a * xx + yy
-        elif kind == "InnerProduct":
-            y = x.reshape(x.shape[0], -1) @ b[0].T.astype(np.float64) + b[1]
-        else:
-            raise AssertionError(kind)
-        tensors[layer["top"]] = y
-    return tensors[layers[-1]["top"]]
-
-
-def write_release(path, layers, blobs):
-    write_caffemodel(path, blobs, types={layer["name"]: layer["type"] for layer in layers})
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,35 +231,26 @@ def test_parameter_counts_equal_the_published_models():
 
 
 def test_builders_and_imagenet_weights_from_a_local_release(tmp_path, monkeypatch, rng):
-    assert applications.SEResNet50(include_top=False, input_shape=(64, 64, 3),
+    assert applications.SEResNet50(include_top=False, input_shape=(64, 64, 3), weights=None,
                                    pooling="avg").output_shape == (None, 2048)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("SKNET_KERAS_WEIGHTS_DIR", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise OSError("network unreachable")
-
-    import keras
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
-    with pytest.raises(ValueError, match=r"(?s)could not download.*storage.openvinotoolkit.org"
-                                         r".*SE-ResNet-50.caffemodel.*SKNET_KERAS_WEIGHTS_DIR"):
-        applications.SEResNet50(weights="imagenet")
-    with pytest.raises(ValueError, match=r"(?s)could not download.*huggingface.co/timm/"
-                                         r"legacy_senet154.in1k"):
-        applications.SENet154(weights="imagenet")
-    assert applications.preprocessing_mode("seresnet101") == "senet"
-    assert applications.preprocessing_mode("seresnet152") == "torch"  # timm's port
-
-    # The release file stands in for the download; the converted weights are cached.
+    # The release file stands in for the download (its hash cannot be the published one).
+    preset = presets.PRESETS["seresnet50"]
+    monkeypatch.setitem(presets.PRESETS, "seresnet50", presets.Preset(
+        **{**preset.__dict__, "sha256": None, "size": None}))
     layers = senet_release_layers(MODELS["seresnet50"])
     blobs = random_blobs(layers, 3, rng)
     write_release(tmp_path / "SE-ResNet-50.caffemodel", layers, blobs)
     x = preprocess_input(rng.uniform(0, 255, (1, 96, 96, 3)).astype("float32"), mode="senet")
-    model = applications.SEResNet50(weights="imagenet", input_shape=(96, 96, 3),
-                                     classifier_activation=None)
+    model = applications.SEResNet50(input_shape=(96, 96, 3), classifier_activation=None)
     expected = run_caffe_net(layers, blobs, x)
     got = model.predict(x, verbose=0)
     assert float(np.abs(got - expected).max() / np.abs(expected).max()) < 1e-4
+    # Converted once, then served from the cache.
+    os.remove(tmp_path / "SE-ResNet-50.caffemodel")
+    again = applications.SEResNet50(input_shape=(96, 96, 3), classifier_activation=None)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), got)
 
 
 def test_release_errors_name_the_problem(tmp_path, rng):
@@ -362,7 +273,7 @@ def test_release_errors_name_the_problem(tmp_path, rng):
         caffemodel_tensors(tmp_path / "bn.caffemodel")
 
 
-@pytest.mark.parametrize("mode", ["torch", "caffe", "senet"])
+@pytest.mark.parametrize("mode", ["torch", "caffe", "senet", "tf"])
 def test_input_pipeline_normalizes_as_preprocess_input(mode, rng):
     from sknet_keras.trainers.pipeline import normalize
 
