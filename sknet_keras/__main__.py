@@ -2,7 +2,8 @@
 
 import sys
 
-from absl import app, flags
+from sknet_keras import cli
+from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "Registry names to list (default: all).")
@@ -32,8 +33,7 @@ def model_table(names, image_size=224):
 def main(argv):
     from sknet_keras.registry import list_models
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     rows = model_table(FLAGS.models or list_models(), FLAGS.image_size)
     print(f"{'model':<20}{'trainable':>13}{'total':>13}{'GMACs@' + str(FLAGS.image_size):>11}"
           f"{'paper top-1 err':>17}  description")
@@ -45,7 +45,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`sknet-keras`)."""
-    app.run(main)
+    cli.run(main, "sknet_keras")
 
 
 if __name__ == "__main__":

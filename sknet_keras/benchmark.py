@@ -29,7 +29,8 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from sknet_keras import cli
+from absl import app, flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["sknet50"], "Registry models to measure (ResNet50 is always added); "
@@ -54,6 +55,8 @@ flags.DEFINE_enum("memory_measure", "auto", ["auto", "rss", "allocator"],
                   "else rss.")
 flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 flags.DEFINE_string("memory_probe", None, "Internal: run the memory probe for this model.")
+flags.DEFINE_string("baseline", None, "Registry model the ratios are taken to (added to the "
+                    "run if not in --models); default keras ResNet50.")
 
 YARDSTICK = "keras_resnet50"
 VARIANTS = ("remat",)
@@ -199,9 +202,9 @@ def _probe_once(name, measure):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def report(results, memory, modes):
-    """The table: per mode img/s, ratio to ResNet50 and eff (ratio per multiply-add)."""
-    base = results[YARDSTICK]
+def report(results, memory, modes, baseline=YARDSTICK):
+    """The table: per mode img/s, ratio to the baseline and eff (ratio per multiply-add)."""
+    base = results[baseline]
     header = f"{'model':<18}{'GMAC':>7}" + "".join(
         f"{m + ' img/s':>16}{'ratio':>7}{'eff':>6}" for m in modes)
     if memory:
@@ -214,15 +217,14 @@ def report(results, memory, modes):
             row += (f"{res[m]['images_per_s']:>16.2f}{ratio:>7.2f}"
                     f"{ratio * res['gmacs'] / base['gmacs']:>6.2f}")
         if memory:
-            row += f"{memory[name]:>16.0f}{memory[name] / memory[YARDSTICK]:>7.2f}"
+            row += f"{memory[name]:>16.0f}{memory[name] / memory[baseline]:>7.2f}"
         lines.append(row)
-    lines.append("ratio: images/s over ResNet50's; eff: multiply-adds/s over ResNet50's")
+    lines.append(f"ratio: images/s over {baseline}'s; eff: multiply-adds/s over {baseline}'s")
     return "\n".join(lines)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     if FLAGS.memory_probe:
         peak = memory_probe(FLAGS.memory_probe, FLAGS.memory_batch_size, FLAGS.image_size,
                             FLAGS.dtype_policy, FLAGS.jit_compile,
@@ -239,6 +241,9 @@ def main(argv):
         return get_model_config(base).name + (":" + variant if variant else "")
 
     names = [YARDSTICK] + [canonical(n) for n in FLAGS.models]
+    baseline = canonical(FLAGS.baseline) if FLAGS.baseline else YARDSTICK
+    if baseline not in names:
+        names.append(baseline)
     unknown = set(FLAGS.modes) - {"predict", "function", "train"}
     if unknown:
         raise app.UsageError(f"--modes: unknown mode(s) {sorted(unknown)}")
@@ -252,7 +257,7 @@ def main(argv):
     memory_measure = resolve_memory_measure(FLAGS.memory_measure)
     memory = ({n: peak_memory(n, memory_measure, FLAGS.memory_repeats) for n in names}
               if FLAGS.memory_batch_size else {})
-    print(report(results, memory, FLAGS.modes))
+    print(report(results, memory, FLAGS.modes, baseline))
     if memory:
         print(f"train peak memory: batch {FLAGS.memory_batch_size}, measured as {memory_measure}")
     payload = {
@@ -260,6 +265,7 @@ def main(argv):
                                                    "jit_compile", "modes", "repeats", "iters",
                                                    "memory_batch_size", "memory_repeats")},
         "memory_measure": memory_measure,
+        "baseline": baseline,
         "results": results,
         "train_peak_mib": memory,
         "tensorflow": tf.__version__,
@@ -270,4 +276,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "sknet_keras.benchmark")

@@ -19,6 +19,7 @@ SKNET_PAGE = "https://github.com/implus/SKNet"
 TIMM_LICENSE = "Apache-2.0 (timm: https://github.com/huggingface/pytorch-image-models)"
 SENET_LICENSE = "Apache-2.0 (https://github.com/hujie-frank/SENet)"
 TORCHVISION_LICENSE = "BSD-3-Clause (https://github.com/pytorch/vision)"
+TORCHVISION = "https://download.pytorch.org/models"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,7 +30,7 @@ class Preset:
     timm's key names; "caffe": a caffemodel; "torchvision"). url None: no direct download,
     the file must be fetched by hand from `page`. sha256 / sha384: the published hash, in
     full or as the prefix a release file name carries. also_accepted: other file names that
-    hold the same weights when placed by hand (with where they come from).
+    hold the same weights when placed by hand, with the URL to fetch each from.
     """
 
     source: str
@@ -56,8 +57,8 @@ def _timm(release, file_name, tag, top1, crop=0.875, interpolation="bicubic", hf
         top1_source=f"timm results-imagenet.csv, {tag}", license=TIMM_LICENSE,
         page=f"https://huggingface.co/timm/{tag}" if hf else None,
         also_accepted=((f"{tag}.safetensors",
-                        f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors, "
-                        f"renamed from model.safetensors"),) if hf else ())
+                        f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors"),)
+        if hf else ())
 
 
 def _senet_release(mirror, file_name, top1, size, sha256=None, sha384=None):
@@ -66,6 +67,17 @@ def _senet_release(mirror, file_name, top1, size, sha256=None, sha384=None):
         sha384=sha384, size=size, preprocessing="senet", crop_fraction=0.875,
         interpolation="bilinear", top1=top1, top1_source="SENet release README",
         license=SENET_LICENSE, page=SENET_PAGE)
+
+
+def _torchvision(file_name, weights, top1):
+    """torchvision's own release: resize 256 → centre crop 224, bilinear (its
+    `ImageClassification` preset); sha256 prefix in the file name (torch.hub's check)."""
+    return Preset(
+        source="torchvision", file_name=file_name, url=f"{TORCHVISION}/{file_name}",
+        sha256=file_name.rsplit("-", 1)[1].split(".")[0], preprocessing="torch",
+        crop_fraction=0.875, interpolation="bilinear", top1=top1,
+        top1_source=f"torchvision {weights}.IMAGENET1K_V1 acc@1", license=TORCHVISION_LICENSE,
+        page="https://pytorch.org/vision/stable/models/shufflenetv2.html")
 
 
 PRESETS = {
@@ -97,6 +109,12 @@ PRESETS = {
     "seresnext101_caffe": _senet_release(
         "se-resnext-101", "SE-ResNeXt-101.caffemodel", 80.19, 196_447_403,
         sha256="78dc95c9b768fdb32a0a3981a686edaf655df82973b051d818bae523c9a93c90"),
+    # Release README: 23.62 % top-1 error (224 centre crop of the 256 short side).
+    "se_bn_inception": _senet_release(
+        mirror="se-inception", file_name="SE-BN-Inception.caffemodel", top1=76.38,
+        size=47_855_246,
+        sha384="b5d3a92296b83cb5c706140a1d2855903906c6c2176766bdd58303643c28a6aa"
+               "9950cec2f318cb4f97778705c394d5d1"),
     # The official SKNet release: Google Drive / Baidu only, no direct download.
     "sknet50_caffe": Preset(
         source="caffe", file_name="SKNet-50.caffemodel", preprocessing="caffe",
@@ -106,6 +124,10 @@ PRESETS = {
         source="caffe", file_name="SKNet-101.caffemodel", preprocessing="caffe",
         interpolation="bilinear", top1=79.81, top1_source="SKNet paper Table 2 (20.19 % error)",
         license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
+    "shufflenet_v2_x0_5": _torchvision("shufflenetv2_x0.5-f707e7126e.pth",
+                                       "ShuffleNet_V2_X0_5_Weights", 60.552),
+    "shufflenet_v2_x1_0": _torchvision("shufflenetv2_x1-5666bf0f80.pth",
+                                       "ShuffleNet_V2_X1_0_Weights", 69.362),
 }
 
 

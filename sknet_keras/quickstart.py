@@ -7,7 +7,8 @@ colour and noise) are generated on the fly, so a fresh install can prove it trai
 import time
 
 import numpy as np
-from absl import app, flags
+from sknet_keras import cli
+from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "sknet26", "Registry model name.")
@@ -36,8 +37,7 @@ def stripes_dataset(n, size, seed=0):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     import keras
 
     from sknet_keras.applications import build_model, preprocess_input
@@ -62,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "sknet_keras.quickstart")

@@ -18,7 +18,7 @@ from sknet_keras.applications import build_model, se_resnet, se_resnext, sknet
 from sknet_keras.convert.pth import UnsafePickleError, read_pth
 from sknet_keras.convert.timm import keras_to_timm
 from sknet_keras.weights import download as download_lib
-from sknet_keras.weights import pretrained
+from sknet_keras.applications import pretrained
 
 PTH = os.path.join(DATA_DIR, "pth")
 

@@ -15,7 +15,7 @@ from sknet_keras import presets
 from sknet_keras.models.network import POOLINGS, build_network
 from sknet_keras.registry import get_model_config
 from sknet_keras.weights.files import load_weights
-from sknet_keras.weights.pretrained import load_imagenet_weights
+from sknet_keras.applications.pretrained import load_imagenet_weights
 
 
 def _input_shape(input_shape, config, include_top, weights):

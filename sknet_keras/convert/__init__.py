@@ -15,11 +15,13 @@ import os
 from sknet_keras.convert.caffe import caffe_mapping, caffemodel_tensors
 from sknet_keras.convert.common import listing
 from sknet_keras.convert.timm import read_timm_checkpoint, timm_mapping
+from sknet_keras.convert.torchvision import read_torchvision_checkpoint, torchvision_mapping
 from sknet_keras.registry import get_model_config
 
 SOURCES = {
     "timm": (read_timm_checkpoint, timm_mapping),
     "caffe": (caffemodel_tensors, caffe_mapping),
+    "torchvision": (read_torchvision_checkpoint, torchvision_mapping),
 }
 
 

@@ -17,6 +17,7 @@ import struct
 
 import numpy as np
 
+from sknet_keras.convert.caffe_bn_inception import bn_inception_mapping
 from sknet_keras.convert.common import conv_kernel, dense_kernel, flat, pointwise_kernel
 from sknet_keras.models.resnet import units
 from sknet_keras.registry import get_model_config
@@ -142,6 +143,10 @@ _BN_BLOBS = ("gamma", "beta", "moving_mean", "moving_variance")  # [scale, bias,
 def caffe_mapping(model_config, include_top=True):
     """{Keras weight path: ("layer#blob", transform)} for an official Caffe release."""
     config = get_model_config(model_config)
+    if config.family == "bn_inception":
+        return bn_inception_mapping(config, include_top)
+    if config.family != "resnet":
+        raise ValueError(f"{config.name!r} ({config.family}) has no Caffe release")
     if config.block == "bottleneck" and config.attention == "sk":
         return _sknet_mapping(config, include_top)
     if config.block == "bottleneck" and config.attention == "se":

@@ -101,6 +101,9 @@ def _legacy_senet_mapping(config, include_top):
 def timm_mapping(model_config, include_top=True):
     """{Keras weight path: (timm key, transform or None)} for a registry model."""
     config = get_model_config(model_config)
+    if config.family != "resnet":
+        raise ValueError(f"{config.name!r} ({config.family}) has no timm source; "
+                         "see the sources its weights preset names")
     caffe_layout = (config.stride_in_reduce or config.stem != "7x7"
                     or config.stem_pool != "symmetric" or config.shortcut_kernel != 1)
     if caffe_layout and config.block == "bottleneck" and config.attention == "se":

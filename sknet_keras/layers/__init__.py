@@ -1,8 +1,12 @@
-"""Keras layers of sknet_keras: SK convolution, SE block, and the grouped conv they share."""
+"""Keras layers of sknet_keras: SK convolution, SE block, the grouped conv they share, and
+the few layers other families need (channel shuffle, Caffe-semantics pooling)."""
 
 from sknet_keras.layers.batch_norm import BatchNorm
+from sknet_keras.layers.caffe_pooling import CaffePooling2D
+from sknet_keras.layers.channel_shuffle import ChannelShuffle, ChannelSplit
 from sknet_keras.layers.group_conv import GroupConv2D
 from sknet_keras.layers.selective_kernel import SelectiveKernel, SelectiveKernelAttn
 from sknet_keras.layers.squeeze_excite import SqueezeExcite
 
-__all__ = ["BatchNorm", "GroupConv2D", "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]
+__all__ = ["BatchNorm", "CaffePooling2D", "ChannelShuffle", "ChannelSplit", "GroupConv2D",
+           "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]

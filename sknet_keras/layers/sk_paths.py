@@ -4,7 +4,7 @@
 - "fused" (TensorFlow, inference): everything after the branch convolutions — BN and ReLU per
   branch, the sum, the global mean, the attention MLP, the softmax and the weighted sum — is
   one XLA-compiled function. As separate TensorFlow ops that is ~8 passes over N×H×W×C
-  tensors per branch; XLA fuses them into two, measured 2.5× faster on CPU. The convolutions
+  tensors per branch; XLA fuses them into two, which is faster (docs/performance.md). The convolutions
   stay outside XLA, on oneDNN / cuDNN, where grouped convolutions are fast.
 - "remat" (TensorFlow, training, `rematerialize=True`, unsynchronized BN): keeps only the
   layer's input for the backward and reruns the unit there (`tf.recompute_grad`), so none

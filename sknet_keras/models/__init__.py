@@ -3,6 +3,7 @@
 `ENTRIES`, which `sknet_keras.registry` collects. `network.build_network` assembles any
 family's backbone with the classification head."""
 
-from sknet_keras.models import resnet
+from sknet_keras.models import bn_inception, resnet, shufflenet
 
-FAMILIES = {"resnet": resnet}
+FAMILIES = {"resnet": resnet, "bn_inception": bn_inception,
+            "shufflenet_v2": shufflenet}

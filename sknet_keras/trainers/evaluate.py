@@ -73,7 +73,7 @@ def evaluate(config, image_sizes, weights=None, model_dir=None, batch_size=64,
         if checkpoint:
             restore_checked(tf.train.Checkpoint(model=model), checkpoint).expect_partial()
         elif weights == "imagenet":
-            from sknet_keras.weights.pretrained import load_imagenet_weights
+            from sknet_keras.applications.pretrained import load_imagenet_weights
 
             load_imagenet_weights(model, run.model.name)
         else:

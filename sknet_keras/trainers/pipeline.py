@@ -2,9 +2,9 @@
 
 Images are read encoded (`tfds.decode.SkipDecoding`) and decoded here, so the training crop
 is fused with JPEG decoding (`decode_and_crop_jpeg` decodes only the crop), and so a corrupt
-file can be reported by name. `tf.image` ops are used for augmentation: measured here
-`sample_distorted_bounding_box` runs ~9k img/s against 1.3–3.8k for keras-cv's
-RandomCropAndResize, and the rotation is one `ImageProjectiveTransformV3` per image.
+file can be reported by name. `tf.image` ops are used for augmentation: `sample_distorted_bounding_box` measured several
+times faster than keras-cv's RandomCropAndResize (docs/performance.md), and the rotation is
+one `ImageProjectiveTransformV3` per image.
 
 Every random draw is stateless, seeded by (seed, epoch, input pipeline, position in the
 epoch): an epoch's batches are a pure function of those, so a run resumed mid-epoch sees
@@ -120,13 +120,15 @@ def normalize(image, mode="torch"):
     """RGB [0, 255] → network input, as `preprocess_input(mode=...)`."""
     if mode in BGR_MEANS:
         return image[..., ::-1] - tf.constant(BGR_MEANS[mode])
+    if mode == "tf":
+        return image / 127.5 - 1.0
     mean, std = MEAN_STD[mode]
     return (image - tf.constant(mean)) / tf.constant(std)
 
 
 def rand_augment(magnitude, ops):
-    """keras-cv's per-image RandAugment: measured here 320–400 img/s against 64–97 for
-    Keras core's, which draws one set of ops per batch instead of per image."""
+    """keras-cv's per-image RandAugment: several times faster than Keras core's
+    (docs/performance.md), which also draws one set of ops per batch, not per image."""
     import keras_cv
 
     return keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=ops,

@@ -11,7 +11,8 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from sknet_keras import cli
+from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "image_folder root (default: synthetic JPEGs).")
@@ -68,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "sknet_keras.trainers.pipeline_benchmark")

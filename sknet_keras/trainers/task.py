@@ -14,7 +14,7 @@ from sknet_keras.trainers import pipeline
 from sknet_keras.trainers.configs import ConfigError
 from sknet_keras.trainers.schedules import ScaledSchedule, WarmupSchedule
 from sknet_keras.weights.files import assign_checked, is_sknet_weights_file, read_weights
-from sknet_keras.weights.pretrained import load_imagenet_weights
+from sknet_keras.applications.pretrained import load_imagenet_weights
 
 HEAD_PREFIX = "predictions/"
 

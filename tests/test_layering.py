@@ -1,0 +1,30 @@
+"""Dependencies point one way (docs/architecture.md): the import-linter contracts in
+pyproject.toml, over every import in the package, function-level ones included."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_import_contracts_are_kept():
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    proc = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout and "3 kept" in proc.stdout
+
+
+def test_no_module_grows_past_400_lines():
+    """One idea per module: a module over ~400 lines is doing two things."""
+    long = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "sknet_keras")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    n = sum(1 for _ in f)
+                if n > 400:
+                    long.append(f"{os.path.relpath(path, ROOT)}: {n}")
+    assert not long, long
