@@ -6,6 +6,8 @@ Builders, trainer, converters, benchmark and analysis look models up here. Weigh
 lives apart, in `sknet_keras.presets`.
 """
 
+import difflib
+
 from sknet_keras.models import FAMILIES
 from sknet_keras.models.entry import Entry, Paper
 from sknet_keras.models.resnet import ResNetConfig, SKConfig, Unit, units
@@ -36,7 +38,10 @@ def get_entry(name) -> Entry:
     """Registry lookup by name (case-insensitive, '-'/'_' ignored)."""
     matches = [e for n, e in ENTRIES.items() if _norm(n) == _norm(name)]
     if not matches:
-        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(sorted(ENTRIES))}")
+        close = difflib.get_close_matches(str(name).lower(), sorted(ENTRIES), n=3, cutoff=0.75)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} Known models: "
+                         f"{', '.join(sorted(ENTRIES))}")
     return matches[0]
 
 

@@ -97,9 +97,19 @@ def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
     events = [f for f in os.listdir(os.path.join(model_dir, "logs")) if "tfevents" in f]
     assert events
     served = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
-    out = served.serve(tf.zeros([2, 32, 32, 3]))
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    out = served.serve(tf.constant(x))
     assert out.shape == (2, 10) and out.dtype == tf.float32
     weights = os.path.join(model_dir, "final.weights.h5")
+    # The three exports hold the same network (the SavedModel and .keras in the run's
+    # bfloat16; the weights file loaded here in float32).
+    whole = keras.saving.load_model(os.path.join(model_dir, "final.keras"))
+    np.testing.assert_allclose(whole.predict(x, verbose=0), out.numpy(), rtol=1e-5, atol=1e-5)
+    from sknet_keras.applications import build_model
+
+    by_name = build_model("mini_sknet", input_shape=(32, 32, 3), classes=10,
+                          classifier_activation=None, weights=weights)
+    np.testing.assert_allclose(by_name.predict(x, verbose=0), out.numpy(), rtol=0.05, atol=0.05)
     evaluated = subprocess.run(
         [sys.executable, "-m", "sknet_keras.trainers.evaluate", "--model=mini_sknet",
          f"--weights={weights}", "--dataset=digits", "--image_sizes=32",

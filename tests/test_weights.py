@@ -217,8 +217,14 @@ def test_imagenet_weights_download_convert_and_cache(tmp_path, monkeypatch, rng)
 
 def test_offline_errors_say_what_to_fetch_where(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(download_lib, "_fetch_once", lambda *a: (_ for _ in ()).throw(
-        OSError("network unreachable")))
+    monkeypatch.delenv("SKNET_KERAS_WEIGHTS_DIR", raising=False)
+    calls = []
+
+    def unreachable(*args):
+        calls.append(args[0])
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(download_lib, "_fetch_once", unreachable)
     monkeypatch.setattr(download_lib.time, "sleep", lambda s: None)
     with pytest.raises(ValueError, match=r"(?s)could not download.*By hand: download "
                                          r"https://github.com/rwightman/.*skresnext50_ra-f40e40bf"
@@ -228,6 +234,7 @@ def test_offline_errors_say_what_to_fetch_where(tmp_path, monkeypatch):
                                          r"main/model.safetensors and save it, renamed, as "
                                          r"'skresnext50_32x4d.ra_in1k.safetensors'"):
         applications.SKNet50()
+    assert len(calls) == 2  # offline: one retry, not five with back-off
     with pytest.raises(ValueError, match=r"(?s)could not download.*storage.openvinotoolkit"
                                          r".*SE-ResNet-152.caffemodel"):
         applications.SEResNet152()
@@ -250,7 +257,8 @@ def test_weights_default_like_keras_applications():
     with_weights = {n for n, b in vars(applications).items()
                     if callable(b) and getattr(b, "default_weights", None) == "imagenet"}
     assert with_weights == {"SKNet50", "SKResNet18", "SKResNet34", "ResNeXt50", "SEResNeXt50",
-                            "SEResNet50", "SEResNet101", "SEResNet152", "SENet154"}
+                            "SEResNet50", "SEResNet101", "SEResNet152", "SENet154",
+                            "SEBNInception", "ShuffleNetV2x05", "ShuffleNetV2x10"}
     assert applications.SKNet26.default_weights is None
     assert applications.SKNet26(input_shape=(64, 64, 3), classes=3).output_shape == (None, 3)
 

@@ -34,7 +34,12 @@ def _preset(name):
 
 
 def _where(preset):
+    """(where a download goes, where to put the file by hand)."""
     cached = os.path.join(cache_dir(), preset.file_name)
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    if folder:
+        return cached, (f"save it as {os.path.join(folder, preset.file_name)!r} (the folder "
+                        f"${WEIGHTS_DIR_ENV} names)")
     return cached, f"save it as {cached!r}, or in a folder named by ${WEIGHTS_DIR_ENV}"
 
 
@@ -63,7 +68,8 @@ def source_file(name):
                     problem = verify(path, preset.sha256, preset.sha384, preset.size)
                     if problem:
                         raise ValueError(f"{path} is not the published {preset.file_name}: "
-                                         f"{problem}. Delete it and download it again.")
+                                         f"{problem}. Replace it with the published file "
+                                         f"({preset.url or preset.page}).")
                 return path
     cached, where = _where(preset)
     if preset.url is None:

@@ -22,6 +22,7 @@ class Entry:
     config: object  # a family's config dataclass; `config.name` is the registry name
     description: str = ""
     paper: Optional[Paper] = None
+    classes: int = 1000  # the classifier its figures are quoted for (CIFAR networks: 10)
 
     @property
     def name(self):

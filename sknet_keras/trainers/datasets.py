@@ -77,6 +77,9 @@ def _image_folder(data_dir):
         raise DataError(f"no images found in {train}/<class>/ (expected .jpg, .jpeg or .png)")
     eval_split = "validation" if "validation" in splits else (
         "test" if "test" in splits else "train")
+    if eval_split == "train":
+        print(f"note: {data_dir} has no validation/ (or test/) folder: the evaluation uses "
+              "the training images")
     return DataSpec("image_folder", builder.info.features["label"].num_classes,
                     splits["train"].num_examples, splits[eval_split].num_examples,
                     "train", eval_split, builder=builder)

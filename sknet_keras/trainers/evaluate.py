@@ -151,6 +151,11 @@ def main(argv):
     from sknet_keras.trainers import datasets
 
     config, sizes, model_dir = resolve(FLAGS)
+    run_precision = config.runtime.precision if model_dir else None
+    if run_precision and run_precision != FLAGS.mixed_precision:
+        print(f"note: evaluating in {FLAGS.mixed_precision}; the run trained and evaluated in "
+              f"{run_precision} (--mixed_precision={run_precision} reproduces its "
+              "result.json)")
     spec_classes = datasets.load_spec(config.data.dataset, config.data.data_dir).num_classes
     if config.model.num_classes not in (None, spec_classes):
         raise cli.UsageError(

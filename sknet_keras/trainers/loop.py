@@ -143,8 +143,11 @@ class Trainer:
         self.resumed_from = latest_checkpoint(model_dir) if resume else None
         if self.resumed_from:
             restore_checked(self.checkpoint, self.resumed_from)
-        self.writer = tf.summary.create_file_writer(
-            os.path.join(model_dir if self.chief else write_dir, "logs"))
+        elif task.config.model.weights:
+            log(f"initialized every layer but the new classifier from "
+                f"{task.config.model.weights}")
+        self._log_dir = os.path.join(model_dir if self.chief else write_dir, "logs")
+        self._writer = None  # created on first use: a finished run re-run writes nothing
         # Only a separate function when XLA-compiled: a nested tf.function cannot hold the
         # cross-replica synchronization of synchronized BN.
         self._frozen = None
@@ -162,8 +165,9 @@ class Trainer:
             return
         if self._frozen is not None or frozen:
             self.task.set_backbone_trainable(self.model, not frozen)
-            if self._frozen is not None:
-                self.log(f"step {self.step}: backbone {'frozen' if frozen else 'unfrozen'}")
+            self.log(f"step {self.step}: the pretrained layers are "
+                     + (f"frozen until step {self.task.freeze_steps}" if frozen else
+                        "unfrozen"))
         self._frozen = frozen
         self._forward_backward = None
         if self.task.config.runtime.jit_compile:
@@ -172,6 +176,12 @@ class Trainer:
             self._forward_backward = lambda model, optimizer, images, labels: compiled(
                 images, labels)
         self._train_loop = tf.function(self._train_loop_impl)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self._log_dir)
+        return self._writer
 
     @property
     def step(self):
@@ -281,6 +291,9 @@ class Trainer:
             self.log(f"skipped {self.bad_images.count} corrupt image(s) (named above)")
         history["skipped_images"] = self.bad_images.count
         history["weights_checksum"] = self.weights_checksum()
+        if not np.isfinite(history["weights_checksum"]):
+            raise FloatingPointError(f"the weights are not finite at step {self.step}: training "
+                                     "diverged (lower --learning_rate, or raise --batch_size)")
         return history
 
     def weights_checksum(self):
@@ -290,25 +303,31 @@ class Trainer:
             total += float(np.sum(np.asarray(w.numpy(), np.float64)) * (i + 1))
         return total
 
-    def evaluate(self):
+    def evaluate(self, summaries=True):
         """Top-1 / top-5 on the evaluation split (centre crop); logged to TensorBoard."""
         top1, top5, count = run_evaluation(self.strategy, self.task, self.model,
                                            self.bad_images)
         result = {"val_top1": top1, "val_top5": top5, "val_examples": count}
         self.log(f"evaluation at step {self.step}: top-1 {top1:.4f}, top-5 {top5:.4f} on "
                  f"{count} images")
-        with self.writer.as_default(step=self.step):
-            tf.summary.scalar("eval/top1", top1)
-            tf.summary.scalar("eval/top5", top5)
+        if summaries:
+            with self.writer.as_default(step=self.step):
+                tf.summary.scalar("eval/top1", top1)
+                tf.summary.scalar("eval/top5", top5)
         return result
 
     def export(self):
-        """final.weights.h5 and a SavedModel (`model.export`) in model_dir; chief only.
-        Both are written to temporary names and renamed into place."""
+        """In model_dir (chief only), each written under a temporary name and renamed into
+        place: final.weights.h5 (sknet_keras's by-name weights file), final.keras (the
+        whole Keras model, `keras.saving.load_model`) and a SavedModel (`model.export`:
+        normalized images in, logits out)."""
         if not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
             return None
         save_weights(self.model, os.path.join(self.model_dir, "final.weights.h5"))
+        keras_file = os.path.join(self.model_dir, "final.keras")
+        self.model.save(keras_file + ".tmp.keras")
+        os.replace(keras_file + ".tmp.keras", keras_file)
         path = os.path.join(self.model_dir, "saved_model")
         tmp = path + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)

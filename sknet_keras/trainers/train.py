@@ -114,15 +114,22 @@ def config_from_flags():
         changes[FLAG_FIELDS.get(name, name)] = value
     config = config.override(**changes)
     config.validate()
+    from sknet_keras.registry import get_model_config
+
+    try:
+        config.model.name = get_model_config(config.model.name).name  # the registry's spelling
+    except ValueError as e:
+        raise cli.UsageError(f"--model: {e}") from None
+    if config.model.weights not in (None, "imagenet"):
+        if not os.path.isfile(config.model.weights):
+            raise cli.UsageError(f"--weights: file not found: {config.model.weights!r}")
+        config.model.weights = os.path.abspath(config.model.weights)
     if config.runtime.precision is None:
         config.runtime.precision = default_precision()
     if config.data.normalization is None:
         from sknet_keras.applications import preprocessing_mode
 
-        try:
-            config.data.normalization = preprocessing_mode(config.model.name)
-        except ValueError as e:
-            raise cli.UsageError(f"--model: {e}") from None
+        config.data.normalization = preprocessing_mode(config.model.name)
     return config
 
 
@@ -157,6 +164,7 @@ def _print_result(model_dir):
 
 def _exports_exist(model_dir):
     return (os.path.isfile(os.path.join(model_dir, "final.weights.h5"))
+            and os.path.isfile(os.path.join(model_dir, "final.keras"))
             and os.path.isdir(os.path.join(model_dir, "saved_model")))
 
 
@@ -190,7 +198,7 @@ def train(config, model_dir, resume=True, export=True, mode="train"):
     if trainer.resumed_from:
         print(f"resumed from {trainer.resumed_from} at step {trainer.step}")
     if mode == "eval":
-        result = trainer.evaluate()
+        result = trainer.evaluate(summaries=False)
         print(f"validation accuracy: {result['val_top1']:.4f} (top-5 {result['val_top5']:.4f}"
               f") at step {trainer.step}; nothing written")
         return result
@@ -207,7 +215,7 @@ def train(config, model_dir, resume=True, export=True, mode="train"):
     if export:
         path = trainer.export()
         if path:
-            print(f"exported {path} and {os.path.join(model_dir, 'final.weights.h5')}")
+            print(f"exported final.weights.h5, final.keras and {path}")
     history["step"] = trainer.step
     name = RESULT if trainer.chief else f"result.worker{trainer.task_id}.json"
     with open(os.path.join(model_dir, name), "w") as f:

@@ -29,6 +29,10 @@ def file_hash(path, algorithm):
     return digest.hexdigest()
 
 
+def _size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
 def verify(path, sha256=None, sha384=None, size=None):
     """None if `path` matches the published size / hashes (a hash may be a prefix), else
     the reason it does not."""
@@ -76,14 +80,17 @@ def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=
     """Download `url` to `path` (resuming `path.part`), check it, return `path`."""
     part = path + ".part"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    last = None
+    last, done = None, False
     for attempt in range(retries + 1):
+        before = _size(part)
         try:
             _fetch_once(url, part, timeout, progress)
+            done = True
             break
         except urllib.error.HTTPError as e:
             if e.code == 416:  # range past the end: the partial file is complete or stale
-                if os.path.exists(part) and verify(part, sha256, sha384, size) is None:
+                if verify(part, sha256, sha384, size) is None:
+                    done = True
                     break
                 os.remove(part)
             elif 400 <= e.code < 500 and e.code not in (408, 429):
@@ -91,11 +98,13 @@ def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=
             last = e
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             last = e
+            if attempt >= 1 and _size(part) == before:
+                break  # no byte came, twice: offline or unreachable, retrying will not help
         if attempt < retries:
             time.sleep(backoff * 2 ** attempt)
-    else:
+    if not done:
         raise DownloadError(f"{url}: {type(last).__name__}: {getattr(last, 'reason', last)} "
-                            f"(after {retries + 1} attempts)")
+                            f"(after {attempt + 1} attempt(s))")
     problem = verify(part, sha256, sha384, size)
     if problem:
         os.remove(part)

@@ -80,7 +80,7 @@ def _cifar(name, cardinality, width, description, paper=None, **changes):
                           widths=tuple(cardinality * width * 2 ** s for s in range(3)),
                           out_channels=(256, 512, 1024), stem="cifar", default_size=32,
                           min_size=16, **settings)
-    return Entry(config, description, paper)
+    return Entry(config, description, paper, classes=10)
 
 
 def _cifar_paper(params, source, error=None):
@@ -108,6 +108,6 @@ MINI_CIFAR = Entry(
     ResNetConfig("mini_sknet29", block="bottleneck", depths=(1, 1, 1), widths=(16, 32, 64),
                  out_channels=(32, 64, 128), groups=4, attention="sk", stem="cifar",
                  stem_width=16, default_size=32, min_size=16, sk=SKConfig(min_attn_channels=8)),
-    "tiny SKNet-29-shaped CIFAR network: tests, smoke runs")
+    "tiny SKNet-29-shaped CIFAR network: tests, smoke runs", classes=10)
 
 ENTRIES = TABLE3 + TABLE6 + TABLE7 + CIFAR + (MINI_CIFAR,)
