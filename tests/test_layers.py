@@ -95,7 +95,8 @@ def _randomize_bn(layer, rng):
 
 
 def reference_sk(x, layer):
-    """SPEC §1 written out in NumPy, reading the layer's weights (inference-mode BN)."""
+    """The SK unit of docs/architecture.md written out in NumPy, reading the layer's weights
+    (inference-mode BN)."""
     def bn(v, b):
         g, beta, mu, var = (keras.ops.convert_to_numpy(t) for t in
                             (b.gamma, b.beta, b.moving_mean, b.moving_variance))
