@@ -205,13 +205,13 @@ def _probe_once(name, measure):
 def report(results, memory, modes, baseline=YARDSTICK):
     """The table: per mode img/s, ratio to the baseline and eff (ratio per multiply-add)."""
     base = results[baseline]
-    header = f"{'model':<18}{'GMAC':>7}" + "".join(
+    header = f"{'model':<24}{'GMAC':>7}" + "".join(
         f"{m + ' img/s':>16}{'ratio':>7}{'eff':>6}" for m in modes)
     if memory:
         header += f"{'train peak MiB':>16}{'ratio':>7}"
     lines = [header]
     for name, res in results.items():
-        row = f"{name:<18}{res['gmacs']:>7.3f}"
+        row = f"{name:<24}{res['gmacs']:>7.3f}"
         for m in modes:
             ratio = res[m]["images_per_s"] / base[m]["images_per_s"]
             row += (f"{res[m]['images_per_s']:>16.2f}{ratio:>7.2f}"

@@ -115,9 +115,14 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     # A finished run, re-run: says so, changes nothing.
     final = os.path.join(killed, "final.weights.h5")
     stamp = (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
+    files = sorted(os.listdir(killed)) + sorted(os.listdir(os.path.join(killed, "logs")))
     again = run(TRAIN + args + [f"--model_dir={killed}"])
     assert "already complete at step 14" in again.stdout
     assert stamp == (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
+    # ... and evaluated again when asked, writing nothing.
+    evaluated = run(TRAIN + args + [f"--model_dir={killed}", "--mode=eval"])
+    assert f"validation accuracy: {ra['val_top1']:.4f}" in evaluated.stdout
+    assert files == sorted(os.listdir(killed)) + sorted(os.listdir(os.path.join(killed, "logs")))
 
     # Evaluating the run (its checkpoint, its config) equals evaluating its exported weights.
     by_dir, by_file = tmp_path / "by_dir.json", tmp_path / "by_file.json"
@@ -142,6 +147,11 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path)
     other = run(TRAIN + ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
                 check=False)
     assert other.returncode == 2 and "holds a run of model.name='mini_sknet'" in other.stderr
+    folder = image_folder(tmp_path / "two_classes", np.random.default_rng(0))
+    classes = run(EVALUATE + [f"--model_dir={model_dir}", "--dataset=image_folder",
+                              f"--data_dir={folder}"], check=False)
+    assert classes.returncode == 2
+    assert "has 10 classes, image_folder has 2" in classes.stderr, classes.stderr
 
 
 # --- uneven batches over replicas ----------------------------------------------------------

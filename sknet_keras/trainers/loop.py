@@ -128,11 +128,7 @@ class Trainer:
             for optimizer in self.optimizers.values():
                 optimizer.build(self.model.trainable_variables)
             self.optimizer = self.optimizers["optimizer"]  # its iterations: the global step
-            sum_var = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
-                           aggregation=tf.VariableAggregation.SUM)
-            self._loss_sum = tf.Variable(0.0, **sum_var)
-            self._correct = tf.Variable(0.0, **sum_var)
-            self._seen = tf.Variable(0.0, **sum_var)
+            self.metrics = task.build_metrics()
 
         self.checkpoint = tf.train.Checkpoint(model=self.model, **self.optimizers)
         write_dir = model_dir if self.chief else tempfile.mkdtemp(prefix="sknet_worker_ckpt_")
@@ -196,9 +192,7 @@ class Trainer:
     def _replica_step(self, batch):
         per_example, hits = self.task.train_step(batch, self.model, self.optimizers,
                                                  self._forward_backward)
-        self._loss_sum.assign_add(tf.reduce_sum(per_example))
-        self._correct.assign_add(tf.reduce_sum(hits))
-        self._seen.assign_add(tf.cast(tf.shape(per_example)[0], tf.float32))
+        self.task.update_metrics(self.metrics, per_example, hits)
 
     def _train_loop_impl(self, iterator, steps):
         for _ in tf.range(steps):
@@ -221,10 +215,11 @@ class Trainer:
     # --- driver ---------------------------------------------------------------------------
 
     def _read_and_reset(self):
-        seen = float(self._seen.numpy())
-        values = (float(self._loss_sum.numpy()) / max(seen, 1),
-                  float(self._correct.numpy()) / max(seen, 1))
-        for v in (self._loss_sum, self._correct, self._seen):
+        m = self.metrics
+        seen = float(m["seen"].numpy())
+        values = (float(m["loss_sum"].numpy()) / max(seen, 1),
+                  float(m["correct"].numpy()) / max(seen, 1))
+        for v in m.values():
             v.assign(tf.zeros_like(v))
         return values
 

@@ -131,6 +131,21 @@ class ClassificationTask:
             label_smoothing=self.config.optimizer.label_smoothing)
         return loss
 
+    @staticmethod
+    def build_metrics():
+        """Training metrics as sums over every replica's examples (read and reset by the
+        loop): loss, top-1 hits, examples. Create under the strategy's scope."""
+        sums = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.SUM)
+        return {name: tf.Variable(0.0, name=name, **sums)
+                for name in ("loss_sum", "correct", "seen")}
+
+    @staticmethod
+    def update_metrics(metrics, per_example_loss, hits):
+        metrics["loss_sum"].assign_add(tf.reduce_sum(per_example_loss))
+        metrics["correct"].assign_add(tf.reduce_sum(hits))
+        metrics["seen"].assign_add(tf.cast(tf.shape(per_example_loss)[0], tf.float32))
+
     # --- one replica's steps -------------------------------------------------------------
 
     def forward_backward(self, model, optimizer, images, labels):
