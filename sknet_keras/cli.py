@@ -22,6 +22,9 @@ def _quiet_tensorflow():
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
+            # Keras first: with KERAS_BACKEND=torch it loads PyTorch before TensorFlow,
+            # which a CUDA build of PyTorch needs (the other order crashes in TF 2.21).
+            import keras  # noqa: F401
             import tensorflow  # noqa: F401
         except BaseException:
             os.dup2(saved, 2)

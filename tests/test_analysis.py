@@ -338,20 +338,22 @@ def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path)
         assert close == same
 
 
-def test_jax_backend_gives_the_tensorflow_numbers(folder_run, tmp_path):
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        pytest.skip("jax is not installed: the backend comparison needs `pip install jax`")
-    out = tmp_path / "jax"
+@pytest.mark.parametrize("backend,package", [("jax", "jax"), ("torch", "torch")])
+def test_other_backends_give_the_tensorflow_numbers(backend, package, folder_run, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed: the {backend} backend comparison needs "
+                    f"`pip install {package}`")
+    out = tmp_path / backend
     run_analysis(["--model=mini_sknet", f"--weights={folder_run['weights']}",
                   f"--image_size={SIZE}", f"--image_dir={folder_run['root'] / 'images'}",
                   "--scales=1.0,2.0", "--max_examples=4", f"--output_dir={out}",
-                  "--nofigures"], env=dict(ENV, KERAS_BACKEND="jax"))
+                  "--nofigures"], env=dict(ENV, KERAS_BACKEND=backend))
     jax_summary = json.loads((out / "summary.json").read_text())
     tf_summary = folder_run["summary"]
     assert (jax_summary["settings"]["backend"], tf_summary["settings"]["backend"]) == (
-        "jax", "tensorflow")
+        backend, "tensorflow")
     assert len(jax_summary["images"]) == 4
     for a, b in zip(jax_summary["images"], tf_summary["images"]):
         assert a["name"] == b["name"] and set(a["units"]["SK_2_1"]) == {"1.0", "2.0"}
