@@ -20,6 +20,7 @@ TIMM_LICENSE = "Apache-2.0 (timm: https://github.com/huggingface/pytorch-image-m
 SENET_LICENSE = "Apache-2.0 (https://github.com/hujie-frank/SENet)"
 TORCHVISION_LICENSE = "BSD-3-Clause (https://github.com/pytorch/vision)"
 TORCHVISION = "https://download.pytorch.org/models"
+MIB = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,6 +40,7 @@ class Preset:
     sha256: Optional[str] = None
     sha384: Optional[str] = None
     size: Optional[int] = None  # bytes, where the publisher states it
+    size_tolerance: int = 0  # bytes either side of `size` when the publisher rounds it
     preprocessing: str = "torch"  # `preprocess_input` mode the weights were trained with
     crop_fraction: float = 0.875
     interpolation: str = "bicubic"
@@ -69,12 +71,14 @@ def _senet_release(mirror, file_name, top1, size, sha256=None, sha384=None):
         license=SENET_LICENSE, page=SENET_PAGE)
 
 
-def _torchvision(file_name, weights, top1):
+def _torchvision(file_name, weights, top1, size_mib):
     """torchvision's own release: resize 256 → centre crop 224, bilinear (its
-    `ImageClassification` preset); sha256 prefix in the file name (torch.hub's check)."""
+    `ImageClassification` preset); sha256 prefix in the file name (torch.hub's check);
+    `size_mib` is its weights' `meta["_file_size"]`, MiB rounded to three decimals."""
     return Preset(
         source="torchvision", file_name=file_name, url=f"{TORCHVISION}/{file_name}",
-        sha256=file_name.rsplit("-", 1)[1].split(".")[0], preprocessing="torch",
+        sha256=file_name.rsplit("-", 1)[1].split(".")[0], size=round(size_mib * MIB),
+        size_tolerance=MIB // 2000, preprocessing="torch",
         crop_fraction=0.875, interpolation="bilinear", top1=top1,
         top1_source=f"torchvision {weights}.IMAGENET1K_V1 acc@1", license=TORCHVISION_LICENSE,
         page="https://pytorch.org/vision/stable/models/shufflenetv2.html")
@@ -125,9 +129,9 @@ PRESETS = {
         interpolation="bilinear", top1=79.81, top1_source="SKNet paper Table 2 (20.19 % error)",
         license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
     "shufflenet_v2_x0_5": _torchvision("shufflenetv2_x0.5-f707e7126e.pth",
-                                       "ShuffleNet_V2_X0_5_Weights", 60.552),
+                                       "ShuffleNet_V2_X0_5_Weights", 60.552, 5.282),
     "shufflenet_v2_x1_0": _torchvision("shufflenetv2_x1-5666bf0f80.pth",
-                                       "ShuffleNet_V2_X1_0_Weights", 69.362),
+                                       "ShuffleNet_V2_X1_0_Weights", 69.362, 8.791),
 }
 
 

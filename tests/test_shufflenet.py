@@ -230,7 +230,8 @@ def test_imagenet_weights_from_a_local_release_file(tmp_path, monkeypatch):
         build()  # our random file does not carry the published hash
     sha256 = hashlib.sha256(local.read_bytes()).hexdigest()
     monkeypatch.setitem(presets.PRESETS, "shufflenet_v2_x0_5",
-                        dataclasses.replace(preset, sha256=sha256[:10]))
+                        dataclasses.replace(preset, sha256=sha256[:10],
+                                            size=local.stat().st_size + 500))
     assert rel_err(build().predict(x, verbose=0), logits) < 1e-4
     os.remove(local)  # now served from the converted cache
     assert rel_err(build().predict(x, verbose=0), logits) < 1e-4
@@ -250,6 +251,7 @@ def test_applications_and_presets():
         assert (p.source, p.file_name, p.sha256, p.top1) == ("torchvision", file_name, sha256,
                                                              top1)
         assert p.url == f"https://download.pytorch.org/models/{file_name}"
+        assert p.size_tolerance == 524  # half of torchvision's last digit (0.001 MiB)
         assert (p.crop_fraction, p.interpolation, p.preprocessing) == (0.875, "bilinear",
                                                                        "torch")
     assert get_entry("shufflenet_v2_x1_0_sk").paper.gflops == 145.66

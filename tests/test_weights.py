@@ -2,8 +2,12 @@
 `weights="imagenet"` routes, Keras' conventions, and fine-tuning from the trainer."""
 
 import hashlib
+import importlib.util
 import http.server
+import json
 import os
+import subprocess
+import sys
 import threading
 
 import keras
@@ -176,6 +180,34 @@ def test_a_corrupted_download_is_reported_and_not_kept(tmp_path):
     finally:
         server.close()
     assert not target.exists() and not (tmp_path / "w.bin.part").exists()
+
+
+def test_a_rounded_published_size_is_checked_to_its_rounding(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"x" * 1000)
+    assert download_lib.verify(str(path), size=1000) is None
+    assert download_lib.verify(str(path), size=1100, size_tolerance=100) is None
+    assert download_lib.verify(str(path), size=900, size_tolerance=100) is None
+    assert download_lib.verify(str(path), size=1101, size_tolerance=100) == (
+        "it has 1,000 bytes, the publisher states 1,101 ± 100")
+    assert "states 999" in download_lib.verify(str(path), size=999)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="needs torchvision, whose weights metadata states the file sizes")
+def test_torchvision_sizes_are_the_ones_torchvision_states():
+    # torchvision is imported in a process of its own: loaded after TensorFlow, its C
+    # extension crashes the interpreter (torchvision 0.29 with TF 2.21).
+    script = ("import json; from torchvision import models as m; print(json.dumps({n: "
+              "(w.IMAGENET1K_V1.url, w.IMAGENET1K_V1.meta['_file_size']) for n, w in ["
+              "('shufflenet_v2_x0_5', m.ShuffleNet_V2_X0_5_Weights), "
+              "('shufflenet_v2_x1_0', m.ShuffleNet_V2_X1_0_Weights)]}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    for name, (url, mib) in json.loads(out.strip().splitlines()[-1]).items():
+        preset = presets.PRESETS[name]
+        assert preset.url == url
+        assert abs(preset.size - mib * 2**20) <= preset.size_tolerance
 
 
 def _timm_release(tmp_path, model_name, legacy=True):

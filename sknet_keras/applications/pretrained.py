@@ -65,7 +65,8 @@ def source_file(name):
             path = os.path.join(folder, file_name)
             if os.path.isfile(path):
                 if file_name == preset.file_name:
-                    problem = verify(path, preset.sha256, preset.sha384, preset.size)
+                    problem = verify(path, preset.sha256, preset.sha384, preset.size,
+                                     preset.size_tolerance)
                     if problem:
                         raise ValueError(f"{path} is not the published {preset.file_name}: "
                                          f"{problem}. Replace it with the published file "
@@ -77,7 +78,8 @@ def source_file(name):
             f"ImageNet weights for {config.name!r} come from {preset.file_name!r}, which has no "
             f"direct download: fetch it by hand from {preset.page} and {where}.")
     try:
-        return download(preset.url, cached, preset.sha256, preset.sha384, preset.size)
+        return download(preset.url, cached, preset.sha256, preset.sha384, preset.size,
+                        size_tolerance=preset.size_tolerance)
     except DownloadError as e:
         raise ValueError(f"could not download the ImageNet weights of {config.name!r} ({e}). "
                          f"By hand: {_manual_instructions(preset)}.") from None

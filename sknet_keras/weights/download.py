@@ -33,11 +33,13 @@ def _size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-def verify(path, sha256=None, sha384=None, size=None):
+def verify(path, sha256=None, sha384=None, size=None, size_tolerance=0):
     """None if `path` matches the published size / hashes (a hash may be a prefix), else
-    the reason it does not."""
-    if size is not None and os.path.getsize(path) != size:
-        return f"it has {os.path.getsize(path):,} bytes, the publisher states {size:,}"
+    the reason it does not. `size_tolerance`: bytes either side of `size`, for publishers
+    that state a rounded size (torchvision: MiB to three decimals)."""
+    if size is not None and abs(os.path.getsize(path) - size) > size_tolerance:
+        stated = f"{size:,}" + (f" ± {size_tolerance:,}" if size_tolerance else "")
+        return f"it has {os.path.getsize(path):,} bytes, the publisher states {stated}"
     for algorithm, expected in (("sha256", sha256), ("sha384", sha384)):
         if expected:
             actual = file_hash(path, algorithm)
@@ -76,7 +78,7 @@ def _fetch_once(url, part, timeout, progress):
 
 
 def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=60,
-             progress=True, backoff=1.0):
+             progress=True, backoff=1.0, size_tolerance=0):
     """Download `url` to `path` (resuming `path.part`), check it, return `path`."""
     part = path + ".part"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -89,7 +91,7 @@ def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=
             break
         except urllib.error.HTTPError as e:
             if e.code == 416:  # range past the end: the partial file is complete or stale
-                if verify(part, sha256, sha384, size) is None:
+                if verify(part, sha256, sha384, size, size_tolerance) is None:
                     done = True
                     break
                 os.remove(part)
@@ -105,7 +107,7 @@ def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=
     if not done:
         raise DownloadError(f"{url}: {type(last).__name__}: {getattr(last, 'reason', last)} "
                             f"(after {attempt + 1} attempt(s))")
-    problem = verify(part, sha256, sha384, size)
+    problem = verify(part, sha256, sha384, size, size_tolerance)
     if problem:
         os.remove(part)
         raise DownloadError(f"the file downloaded from {url} is not the published one: "
