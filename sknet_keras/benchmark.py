@@ -35,20 +35,22 @@ from absl import app, flags  # noqa: I001 (cli first: it quiets TensorFlow's sta
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["sknet50"], "Registry models to measure (ResNet50 is always added); "
                   "NAME:remat builds NAME with its SK layers rematerialized in training.")
-flags.DEFINE_integer("batch_size", 16, "Batch size.")
-flags.DEFINE_integer("image_size", 224, "Input height and width.")
+flags.DEFINE_integer("batch_size", 16, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("image_size", 224, "Input height and width.", lower_bound=32)
 flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy.")
 flags.DEFINE_bool("jit_compile", False, "Compile whole train/predict steps with XLA.")
 flags.DEFINE_list("modes", ["predict", "function", "train"],
                   "What to time: predict (predict_on_batch), function (model(x) in a "
                   "tf.function), train (train_on_batch).")
-flags.DEFINE_integer("warmup", 2, "Untimed calls per mode before timing.")
-flags.DEFINE_integer("repeats", 5, "Rounds over all candidates; the median is reported.")
-flags.DEFINE_integer("iters", 2, "Calls per candidate per round.")
-flags.DEFINE_integer("memory_batch_size", 32, "Batch size of the memory probe (0: skip).")
+flags.DEFINE_integer("warmup", 2, "Untimed calls per mode before timing.", lower_bound=0)
+flags.DEFINE_integer("repeats", 5, "Rounds over all candidates; the median is reported.",
+                     lower_bound=1)
+flags.DEFINE_integer("iters", 2, "Calls per candidate per round.", lower_bound=1)
+flags.DEFINE_integer("memory_batch_size", 32, "Batch size of the memory probe (0: skip).",
+                     lower_bound=0)
 flags.DEFINE_integer("memory_repeats", 1, "Memory probes per model (fresh processes); the "
-                     "median is reported (one probe varies by a few percent).")
+                     "median is reported (one probe varies by a few percent).", lower_bound=1)
 flags.DEFINE_enum("memory_measure", "auto", ["auto", "rss", "allocator"],
                   "rss: peak resident set of the probe process; allocator: peak bytes in use "
                   "by TensorFlow's allocator (BFC, also on CPU); auto: allocator on a GPU, "

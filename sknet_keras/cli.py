@@ -38,7 +38,7 @@ def _quiet_tensorflow():
 
 _quiet_tensorflow()
 
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 
 class UsageError(ValueError):
@@ -61,8 +61,32 @@ def fail(message, program=None):
     sys.exit(2)
 
 
+def _parse_flags(program):
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # an unknown flag, a bad value: one line, status 2
+            fail(e, program)
+
+    return parse
+
+
+def _help_from(module):
+    """Make `--help` describe `module` when it runs as a console script (`sknet-train`),
+    where absl would describe the script's wrapper (no docstring, no flags)."""
+    main = sys.modules.get("__main__")
+    if module is None or main is None or main is module:
+        return
+    if not getattr(main, "__doc__", None):
+        main.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main, program=None):
     """`absl.app.run(main)` with one-line errors for user errors."""
+    _help_from(sys.modules.get(main.__module__))
+
     def guarded(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}", program)
@@ -71,4 +95,4 @@ def run(main, program=None):
         except USER_ERRORS as e:
             fail(e, program)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=_parse_flags(program))

@@ -280,6 +280,8 @@ def test_miniature_size_table_bins_images_by_object_size():
 
 def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
     (tmp_path / "empty").mkdir()
+    write_folder(str(tmp_path / "nested" / "train"))  # a trainer image folder's layout
+    os.remove(tmp_path / "nested" / "train" / "img0.png")
     weights = f"--weights={folder_run['weights']}"
     images = f"--image_dir={folder_run['root'] / 'images'}"
     cases = [
@@ -288,6 +290,8 @@ def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
          "unknown SK unit(s) SK_9_9"),
         (["--model=mini_sknet", weights, images, "--scales=1.0,0.5"], "must be >= 1"),
         (["--model=mini_sknet", weights, f"--image_dir={tmp_path / 'empty'}"], "no images"),
+        (["--model=mini_sknet", weights, f"--image_dir={tmp_path / 'nested'}"],
+         "holds images two folders down (train/<class>/*); give --image_dir="),
     ]
     procs = [subprocess.Popen(ANALYSIS + args + [f"--output_dir={tmp_path / 'out'}"],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -300,6 +304,26 @@ def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
             stderr
         assert len(lines) == 2 and "--helpfull" in lines[1], stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_images_are_named_and_skipped(folder_run, tmp_path):
+    root = tmp_path / "images"
+    write_folder(str(root))
+    (root / "ant" / "text.jpg").write_bytes(b"notapng\n")
+    png = bytearray((root / "bee" / "img0.png").read_bytes())
+    png[60:-40] = bytes(len(png) - 100)  # framing intact, pixel data zeroed
+    (root / "bee" / "zeroed.png").write_bytes(bytes(png))
+    out = tmp_path / "out"
+    proc = run_analysis(["--model=mini_sknet", f"--weights={folder_run['weights']}",
+                         f"--image_size={SIZE}", f"--image_dir={root}", "--batch_size=4",
+                         f"--output_dir={out}", "--figures=false"])
+    named = [line for line in proc.stderr.splitlines() if "undecodable image" in line]
+    assert len(named) == 2 and "ant/text.jpg" in named[0] and "bee/zeroed.png" in named[1]
+    assert "skipped 2 unreadable image(s)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    reference = folder_run["summary"]
+    assert summary["images"] == reference["images"]  # the readable ones, same numbers
+    assert summary["classes"] == reference["classes"]
 
 
 def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path):

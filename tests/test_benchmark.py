@@ -12,6 +12,20 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 CMD = [sys.executable, "-m", "sknet_keras.benchmark"]
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+    (["--image_size=8"], "flag --image_size=8"),
+    (["--modle=sknet50"], "Unknown command line flag 'modle'"),
+])
+def test_bad_flags_fail_in_one_line(args, message, tmp_path):
+    proc = subprocess.run(CMD + args + [f"--output={tmp_path / 'b.json'}"], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("sknet_keras.benchmark: error: ") and message in lines[0]
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_smoke_run_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -17,7 +17,8 @@ import tensorflow as tf
 from conftest import DATA_DIR
 from sknet_keras.registry import ResNetConfig, SKConfig
 from sknet_keras.trainers.loop import CheckpointError, restore_checked
-from sknet_keras.weights.files import read_weights
+from sknet_keras.applications import build_model
+from sknet_keras.weights.files import read_weights, save_weights
 
 # The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -152,6 +153,19 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path)
                               f"--data_dir={folder}"], check=False)
     assert classes.returncode == 2
     assert "has 10 classes, image_folder has 2" in classes.stderr, classes.stderr
+    folder_as_file = run(EVALUATE + [f"--weights={model_dir}", "--model=mini_sknet",
+                                     "--dataset=digits"], check=False)
+    assert folder_as_file.returncode == 2
+    assert ("is a training run's folder, not a weights file: give its final.weights.h5, or "
+            "the folder as --model_dir") in folder_as_file.stderr.splitlines()[0]
+
+
+def test_evaluate_of_a_weights_file_defaults_to_the_datasets_resolution(tmp_path):
+    weights = str(tmp_path / "mini.weights.h5")
+    save_weights(build_model("mini_sknet", input_shape=(32, 32, 3), classes=10), weights)
+    proc = run(EVALUATE + [f"--weights={weights}", "--model=mini_sknet", "--dataset=digits"])
+    assert "note: evaluating at 32x32, the digits recipe's size" in proc.stdout
+    assert "mini_sknet digits 32x32: top-1" in proc.stdout and "224x224" not in proc.stdout
 
 
 # --- uneven batches over replicas ----------------------------------------------------------
@@ -215,6 +229,14 @@ def test_image_folder_problems_are_one_line_and_leave_nothing_behind(tmp_path, r
     proc = run(base + [f"--data_dir={one_class}"], check=False)
     assert proc.returncode == 2
     assert "needs at least two classes" in proc.stderr.splitlines()[0]
+    assert not model_dir.exists()
+
+    extra = image_folder(tmp_path / "extra", rng, train=(2, 2), validation=(1, 1, 1),
+                         classes=("cat", "dog", "emu"))  # no train/emu
+    proc = run(base + [f"--data_dir={extra}"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0].endswith("lacks: emu (a class the model never trains "
+                                                "on)"), proc.stderr
     assert not model_dir.exists()
 
     corrupt = image_folder(tmp_path / "corrupt", rng, train=(3, 3), validation=(1, 1))

@@ -55,19 +55,33 @@ def jpeg_bytes(rng, h=40, w=48):
     (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
     (["--strategy=multi_worker_mirrored"], "TF_CONFIG"),
     (["--no_such_flag=1"], "no_such_flag"),
+    (["--modle=sknet26"], "Did you mean: mode, model"),
+    (["--weights=imagnet"], "(did you mean 'imagenet'?)"),
+    (["--epochs=abc"], "--epochs=abc"),
     (["--lr_milestones=a,b"], "--lr_milestones"),
 ])
 def test_bad_flags_fail_at_once_in_one_line_naming_the_flag(args, flag, tmp_path):
     start = time.time()
     model_dir = tmp_path / "run"
     proc = run_train(args + [f"--model_dir={model_dir}"], check=False, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert flag in lines[0], proc.stderr
+    assert lines[0].startswith("sknet_keras.trainers.train: error: ") and flag in lines[0], \
+        proc.stderr
     assert len(lines) <= 2 and "--help" in lines[-1], proc.stderr  # no usage dump
     assert "cuInit" not in proc.stderr and "Traceback" not in proc.stderr
     assert not model_dir.exists()  # nothing half-made
     assert time.time() - start < 60
+
+
+@pytest.mark.parametrize("script,flag", [("sknet-train", "--learning_rate"),
+                                         ("sknet-keras", "--models")])
+def test_console_scripts_describe_their_flags(script, flag):
+    path = os.path.join(os.path.dirname(sys.executable), script)
+    if not os.path.exists(path):
+        pytest.skip(f"{script} is not installed beside {sys.executable}")
+    proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
+    assert f"  {flag}" in proc.stdout and "USAGE" not in proc.stdout, proc.stdout[-2000:]
 
 
 def test_missing_cifar_fails_fast_saying_what_to_download(tmp_path):
@@ -254,6 +268,15 @@ def test_imagenet2012_prepared_by_tfds_from_a_miniature_manual_dir(tmp_path, rng
     assert result(model_dir)["val_examples"] == 4
 
 
+def _zeroed_png(rng):
+    """A PNG whose signature and IEND are intact but whose pixel data is zeroed: it passes
+    the framing check and fails only when decoded."""
+    data = bytearray(tf.io.encode_png(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+                     .numpy())
+    data[60:-40] = bytes(len(data) - 100)
+    return bytes(data)
+
+
 def test_corrupt_images_are_named_and_skipped_or_stop_the_run(tmp_path, rng):
     root = tmp_path / "folder"
     for split, n in (("train", 6), ("validation", 2)):
@@ -264,19 +287,36 @@ def test_corrupt_images_are_named_and_skipped_or_stop_the_run(tmp_path, rng):
                 (d / f"{cls}{i}.jpg").write_bytes(jpeg_bytes(rng))
     good = jpeg_bytes(rng)
     (root / "train" / "dog" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    (root / "validation" / "cat" / "tiny.jpg").write_bytes(b"notapng\n")  # < 16 bytes
+    (root / "validation" / "dog" / "zeroed.png").write_bytes(_zeroed_png(rng))
     model_dir = str(tmp_path / "run")
     args = ["--model=mini_sknet", "--dataset=image_folder", f"--data_dir={root}",
             "--image_size=32", "--batch_size=4", "--steps_per_epoch=3", "--epochs=1",
             "--export=false"]
     proc = run_train(args + [f"--model_dir={model_dir}"])
-    assert "broken.jpg" in proc.stderr
-    assert result(model_dir)["skipped_images"] == 1
-    stopped = run_train(args + [f"--model_dir={tmp_path / 'run2'}", "--on_bad_image=stop",
-                                "--steps_per_loop=1"], check=False)
-    assert stopped.returncode == 2
-    errors = [line for line in stopped.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "broken.jpg" in errors[0], stopped.stderr
-    assert "Traceback" not in stopped.stderr and "[[{{node" not in stopped.stderr
+    named = [line for line in proc.stderr.splitlines() if pipeline.BAD_IMAGE in line]
+    for name in ("broken.jpg", "tiny.jpg", "zeroed.png"):
+        assert any(name in line for line in named), proc.stderr
+    outcome = result(model_dir)
+    assert outcome["skipped_images"] == 3
+    assert outcome["val_examples"] == 4  # every readable validation image, once
+    for bad in ("tiny.jpg", "zeroed.png", "broken.jpg"):
+        stop_dir = tmp_path / f"stop_{bad}"
+        folder = tmp_path / f"only_{bad}"
+        for split in ("train", "validation"):
+            for cls in ("cat", "dog"):
+                (folder / split / cls).mkdir(parents=True)
+                for i in range(2):
+                    (folder / split / cls / f"{cls}{i}.jpg").write_bytes(jpeg_bytes(rng))
+        bad_file = next(root.rglob(bad))
+        (folder / "train" / "dog" / bad).write_bytes(bad_file.read_bytes())
+        stopped = run_train(args[:2] + [f"--data_dir={folder}"] + args[3:] + [
+            f"--model_dir={stop_dir}", "--on_bad_image=stop", "--steps_per_loop=1"],
+            check=False)
+        assert stopped.returncode == 2
+        errors = [line for line in stopped.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and bad in errors[0], stopped.stderr
+        assert "Traceback" not in stopped.stderr and "[[{{node" not in stopped.stderr
 
 
 def _cifar_archive(rng, n_train=20, n_test=10):

@@ -120,6 +120,11 @@ def main(argv):
     model, prep, weights = loading.load(FLAGS.model, FLAGS.weights, FLAGS.image_size)
     units, compare, channel, class_units = _units(model, FLAGS)
     prep.normalization = FLAGS.normalization or prep.normalization
+    if FLAGS.weights not in ("imagenet", None) and os.path.isfile(FLAGS.weights) \
+            and FLAGS.image_size is None:
+        print(f"note: analysing at {prep.image_size}x{prep.image_size}, {model.name}'s "
+              "default; a weights file does not record the resolution it was trained at "
+              "(--image_size to change it, or --weights=<the run's model_dir>)")
     print(f"{model.name}: {len(units)} SK units, {source.examples} images from "
           f"{source.description} at scales {','.join(FLAGS.scales)}")
     result = measure.collect(model, source, FLAGS.scales, prep.image_size, FLAGS.batch_size,

@@ -16,6 +16,7 @@ import tensorflow as tf
 from sknet_keras.analysis.attention import (attention_model, branch_means, default_branches,
                                             sk_units)
 from sknet_keras.analysis.enlarge import check_scales, network_inputs
+from sknet_keras.trainers.pipeline import decode_each
 
 
 @dataclasses.dataclass
@@ -84,12 +85,15 @@ def resolve_units(model, units=None, compare=None, channel_unit=None):
 
 def batches(source, scales, image_size, batch_size, crop_fraction=0.875, method="bicubic",
             normalization="torch"):
-    """Batches of (images (B, S, size, size, 3), labels, names) from a `Source`."""
+    """Batches of (images (B, S, size, size, 3), labels, names) from a `Source`; an image
+    that cannot be read is named on stderr and skipped, as in the trainer."""
     def prepare(encoded, label, name):
         return (network_inputs(encoded, scales, image_size, crop_fraction, method,
                                normalization), label, name)
 
-    ds = source.records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    placeholder = (tf.zeros([len(scales), image_size, image_size, 3]),
+                   tf.constant(-1, tf.int64), tf.constant(""))
+    ds = decode_each(source.records, prepare, placeholder)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -120,6 +124,8 @@ def collect(model, source, scales, image_size, batch_size=32, units=None, compar
         bar.update(seen, [("img/s", seen / (time.perf_counter() - start))])
     if not seen:
         raise ValueError(f"no image could be read from {source.description}")
+    if seen < source.examples and verbose:
+        print(f"skipped {source.examples - seen} unreadable image(s) (named above)")
     return AttentionResult(
         units, branches, compare, scales, names, np.concatenate(labels).astype(np.int64),
         list(source.class_names), {u: np.concatenate(v, 1) for u, v in means.items()},

@@ -38,8 +38,17 @@ def image_folder(path, max_examples=None):
         folder = os.path.join(path, name)
         files += [(os.path.join(folder, f), label, f"{name}/{f}") for f in _images_in(folder)]
     if not files:
+        nested = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
+                        and any(_images_in(os.path.join(path, d, c))
+                                for c in os.listdir(os.path.join(path, d))
+                                if os.path.isdir(os.path.join(path, d, c))))
+        if nested:
+            raise ValueError(
+                f"--image_dir: {path} holds images two folders down ({nested[0]}/<class>/*); "
+                f"give --image_dir={os.path.join(path, nested[0])}, or --dataset=image_folder "
+                f"--data_dir={path} for a trainer image folder")
         raise ValueError(f"--image_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path} "
-                         "or in its sub-folders")
+                         "or in its sub-folders (one level down)")
     files = files[:max_examples] if max_examples else files
     paths, labels, names = (list(column) for column in zip(*files))
     records = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64), names))

@@ -14,7 +14,7 @@ from keras import layers
 from sknet_keras import presets
 from sknet_keras.models.network import POOLINGS, build_network
 from sknet_keras.registry import get_model_config
-from sknet_keras.weights.files import load_weights
+from sknet_keras.weights.files import load_weights, not_a_weights_file
 from sknet_keras.applications.pretrained import load_imagenet_weights
 
 
@@ -41,9 +41,11 @@ def _input_shape(input_shape, config, include_top, weights):
             f"pretrained weights need 3 input channels; got input_shape={input_shape}"
         )
     if any(d is not None and d < config.min_size for d in (h, w)):
+        channels_first = h is not None and h <= 4 and (c or 0) >= config.min_size
         raise ValueError(
             f"Input size must be at least {config.min_size}x{config.min_size}; "
             f"got input_shape={input_shape}"
+            + (" (channels come last: (height, width, channels))" if channels_first else "")
         )
     if include_top and (h is None or w is None):
         raise ValueError(
@@ -72,12 +74,8 @@ def _check_weights(weights, config, include_top, classes, classifier_activation)
                 "Only `None` and `softmax` activations are allowed for the "
                 "`classifier_activation` argument when using pretrained weights, with "
                 f"`include_top=True`; Received: classifier_activation={classifier_activation}")
-    elif weights is not None and not os.path.exists(weights):
-        hint = ""
-        if isinstance(weights, str) and difflib.get_close_matches(weights.lower(),
-                                                                  ["imagenet"], cutoff=0.7):
-            hint = " (did you mean 'imagenet'?)"
-        raise ValueError(f"weights file not found: {os.fspath(weights)!r}{hint}")
+    elif weights is not None and not os.path.isfile(weights):
+        raise ValueError(not_a_weights_file(weights))
 
 
 def build_model(

@@ -71,6 +71,14 @@ def _image_folder(data_dir):
     if len(classes) < 2:
         raise DataError(f"image_folder needs at least two classes (sub-folders of {train}); "
                         f"found {len(classes)}{': ' + classes[0] if classes else ''}")
+    for split in ("validation", "test"):
+        folder = os.path.join(data_dir, split)
+        if os.path.isdir(folder):
+            extra = sorted(d for d in os.listdir(folder)
+                           if os.path.isdir(os.path.join(folder, d)) and d not in classes)
+            if extra:
+                raise DataError(f"{folder} has class folder(s) that {train} lacks: "
+                                f"{', '.join(extra)} (a class the model never trains on)")
     builder = tfds.ImageFolder(data_dir)
     splits = builder.info.splits
     if not splits["train"].num_examples:

@@ -15,7 +15,8 @@ import os
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
-from sknet_keras.trainers.configs import DATASETS, PRECISIONS
+from sknet_keras.trainers.configs import DATASETS, DEFAULT_RECIPE, PRECISIONS, recipe
+from sknet_keras.weights.files import not_a_weights_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its latest checkpoint "
@@ -27,7 +28,7 @@ flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset (default: the run's,
                   "imagenet2012).")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
 flags.DEFINE_list("image_sizes", None, "Evaluation resolutions (default: the run's, else "
-                  "224,320).")
+                  "224,320 on ImageNet, else the dataset's recipe's).")
 flags.DEFINE_float("crop_fraction", None, "Centre-crop fraction (default: the weights', else "
                    "0.875: 224 from 256).")
 flags.DEFINE_enum("interpolation", None, ["bicubic", "bilinear"], "Resize method (default: "
@@ -102,11 +103,20 @@ def resolve(flag_values):
             raise cli.UsageError(
                 f"{model_dir} has no config.json (a run of an older version?): give --model, "
                 "--dataset and --image_sizes")
+    if f.weights not in (None, "imagenet") and not os.path.isfile(f.weights):
+        raise cli.UsageError(f"--weights: {not_a_weights_file(f.weights)}")
     if run is None:
         config = ExperimentConfig()
         config.model.name = f.model or "sknet50"
         config.data.dataset = f.dataset or "imagenet2012"
-        sizes = [224, 320]
+        if config.data.dataset == "imagenet2012":
+            sizes = [224, 320]
+        else:  # the resolution the dataset's recipe trains at
+            sizes = [recipe(DEFAULT_RECIPE[config.data.dataset]).data.image_size]
+            if f.image_sizes is None:
+                print(f"note: evaluating at {sizes[0]}x{sizes[0]}, the "
+                      f"{DEFAULT_RECIPE[config.data.dataset]} recipe's size "
+                      "(--image_sizes to change it)")
     else:
         config, sizes = ExperimentConfig.from_dict(run.to_dict()), [run.data.image_size]
         for flag, field in (("model", "model.name"), ("dataset", "data.dataset"),

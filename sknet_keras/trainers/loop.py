@@ -161,7 +161,9 @@ class Trainer:
             return
         if self._frozen is not None or frozen:
             self.task.set_backbone_trainable(self.model, not frozen)
-            self.log(f"step {self.step}: the pretrained layers are "
+            # Mid-epoch (unfreezing), the progress bar's line is still open: end it first.
+            self.log(("\n" if not frozen and self.step else "")
+                     + f"step {self.step}: the pretrained layers are "
                      + (f"frozen until step {self.task.freeze_steps}" if frozen else
                         "unfrozen"))
         self._frozen = frozen

@@ -33,18 +33,21 @@ BAD_IMAGE = "corrupt or undecodable image:"
 # --- decoding and augmentation -------------------------------------------------------------
 
 def _looks_complete(encoded):
-    """Cheap framing check: JPEG SOI…EOI or PNG signature…IEND. Catches truncated files."""
+    """Cheap framing check: a JPEG must end in EOI and a PNG in IEND (a truncated file often
+    still decodes, grey-filled). Other formats are left to the decoder."""
     n = tf.strings.length(encoded)
     head = tf.strings.substr(encoded, 0, 8)
-    tail = tf.strings.substr(encoded, tf.maximum(n - 16, 0), 16)
+    # The last 16 bytes, NUL-padded in front: a file shorter than that is still checked.
+    tail = tf.strings.substr(tf.strings.join([b"\0" * 16, encoded]), n, 16)
     # EOI among the last 16 bytes (some encoders append padding after it).
     pairs = tf.strings.substr(tf.fill([15], tail), tf.range(15), tf.fill([15], 2))
-    jpeg_ok = tf.logical_and(tf.strings.substr(head, 0, 2) == b"\xff\xd8",
-                             tf.reduce_any(pairs == b"\xff\xd9"))
-    png_ok = tf.logical_and(head == b"\x89PNG\r\n\x1a\n",
-                            tf.strings.substr(encoded, tf.maximum(n - 8, 0), 8)
-                            == b"IEND\xaeB`\x82")
-    return tf.logical_or(jpeg_ok, png_ok)
+    is_jpeg = tf.strings.substr(head, 0, 2) == b"\xff\xd8"
+    is_png = head == b"\x89PNG\r\n\x1a\n"
+    jpeg_ok = tf.logical_or(tf.logical_not(is_jpeg), tf.reduce_any(pairs == b"\xff\xd9"))
+    png_ok = tf.logical_or(tf.logical_not(is_png),
+                           tf.strings.substr(encoded, tf.maximum(n - 8, 0), 8)
+                           == b"IEND\xaeB`\x82")
+    return tf.logical_and(jpeg_ok, png_ok)
 
 
 def _decode(encoded):
@@ -187,20 +190,52 @@ class BadImageCounter:
         return int(self.variable.numpy())
 
 
-def _check_framing(data, counter):
-    def check(encoded, label, name, *rest):
-        ok = _looks_complete(encoded)
-        if data.on_bad_image == "stop":
+def _first(a, b):
+    return a
+
+
+def _second(a, b):
+    return b
+
+
+def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
+    """`ds.map(prepare)` over (encoded, label, name, …) records, where an image that cannot be
+    read is named on stderr and skipped (counted in `counter`), or stops the run with an
+    error naming it (`on_bad_image="stop"`).
+
+    Written by hand because tf.data can only drop a failing element (`ignore_errors`), not
+    say which one failed. Each image is decoded in a one-element dataset of its own, so a
+    failure (a truncated file by its framing, or a decoding error) is caught per image:
+    that dataset then yields `placeholder` flagged as failed. A deterministic parallel
+    `interleave` keeps the order and the parallelism of a plain `map`.
+    """
+    def looks_complete(*record):
+        return _looks_complete(record[0])
+
+    def flagged(*record):
+        return prepare(*record), tf.constant(True), record[2]
+
+    def one(*record):
+        attempt = (tf.data.Dataset.from_tensors(record).filter(looks_complete).map(flagged)
+                   .ignore_errors())
+        failed = tf.data.Dataset.from_tensors((placeholder, tf.constant(False), record[2]))
+        return attempt.concatenate(failed).take(1)
+
+    def report(example, ok, name):
+        if on_bad_image == "stop":
             with tf.control_dependencies([tf.debugging.Assert(ok, [BAD_IMAGE, name],
                                                               summarize=1)]):
-                return tf.identity(ok)
+                return example, tf.identity(ok)
         if not ok:
             tf.print("skipping", BAD_IMAGE, name, output_stream=sys.stderr)
             if counter is not None:
                 counter.variable.assign_add(1)
-        return ok
+        return example, ok
 
-    return check
+    ds = ds.interleave(one, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True)
+    ds = ds.map(report)  # in order, one at a time: names and counts are exact
+    return ds.filter(_second).map(_first)
 
 
 def make_dataset(spec, split, data, global_batch_size, training, input_context=None,
@@ -228,7 +263,6 @@ def make_dataset(spec, split, data, global_batch_size, training, input_context=N
     if training and skip_batches:
         ds = ds.skip(skip_batches * batch)  # before decoding: cheap
     ds = ds.map(lambda i, r: (*r, i))
-    ds = ds.filter(_check_framing(data, counter))
     base_seed = tf.constant([seed, epoch * 1024 + pipeline_id], tf.int64)
     randaugment = (rand_augment(data.randaugment_magnitude, data.randaugment_ops)
                    if training and data.randaugment_magnitude else None)
@@ -251,10 +285,9 @@ def make_dataset(spec, split, data, global_batch_size, training, input_context=N
             image = tf.clip_by_value(tf.cast(randaugment(image), tf.float32), 0.0, 255.0)
         return normalize(image, normalization), one_hot
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if data.on_bad_image == "skip":
-        # Well-framed files that still fail to decode: dropped and logged by tf.data.
-        ds = ds.ignore_errors(log_warning=True)
+    placeholder = (tf.zeros([size, size, 3]), tf.zeros([spec.num_classes]))
+    ds = decode_each(ds, prepare, placeholder + ((tf.constant(0.0),) if not training else ()),
+                     data.on_bad_image, counter)
     if not training:
         # Every pipeline yields the same number of full batches: steps × its replicas.
         steps = max(1, -(-spec.examples(split) // global_batch_size))

@@ -16,6 +16,7 @@ import sys
 from sknet_keras import cli
 from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras.weights.files import not_a_weights_file
 from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_RECIPE, OPTIMIZERS,
                                           PRECISIONS, RECIPES, SCHEDULES, STRATEGIES)
 
@@ -122,7 +123,7 @@ def config_from_flags():
         raise cli.UsageError(f"--model: {e}") from None
     if config.model.weights not in (None, "imagenet"):
         if not os.path.isfile(config.model.weights):
-            raise cli.UsageError(f"--weights: file not found: {config.model.weights!r}")
+            raise cli.UsageError(f"--weights: {not_a_weights_file(config.model.weights)}")
         config.model.weights = os.path.abspath(config.model.weights)
     if config.runtime.precision is None:
         config.runtime.precision = default_precision()

@@ -8,6 +8,7 @@ model is left untouched. Keras' own `.weights.h5` files load too, through Keras,
 loader only *warns* when it skips layers; we turn that into an error and roll back.
 """
 
+import difflib
 import os
 import re
 import warnings
@@ -102,16 +103,35 @@ def assign_checked(model, tensors, source, allow_unused_head=True, skip=()):
                 shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)"
                                                  if len(items) > 10 else "")
                 lines.append(f"  {title} ({len(items)}): {shown}")
+        head = [k for k in set(tensors) & set(variables) if k.startswith(HEAD_PREFIXES)
+                and tuple(tensors[k].shape) != tuple(variables[k].shape)]
+        if head and tensors[head[0]].ndim == 2 and len(mismatched) <= 2:
+            lines.append(f"  (the file's classifier has {tensors[head[0]].shape[-1]} classes: "
+                         f"give classes={tensors[head[0]].shape[-1]}, or include_top=False)")
         raise ValueError("\n".join(lines))
     for k, w in variables.items():
         w.assign(np.asarray(tensors[k], dtype=w.dtype))
+
+
+def not_a_weights_file(path):
+    """Why `path` cannot be read as a weights file, in words that say what to give instead."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return (f"{path!r} is a training run's folder, not a weights file: give its "
+                    f"final.weights.h5, or the folder as --model_dir")
+        return f"{path!r} is a folder, not a weights file"
+    hint = ""
+    if difflib.get_close_matches(path.lower(), ["imagenet"], cutoff=0.7):
+        hint = " (did you mean 'imagenet'?)"
+    return f"weights file not found: {path!r}{hint}"
 
 
 def load_weights(model, path):
     """Load a weights file into `model`; on any problem raise ValueError, model unchanged."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"weights file not found: {path!r}")
+        raise ValueError(not_a_weights_file(path))
     if is_sknet_weights_file(path):
         tensors, _ = read_weights(path)
         assign_checked(model, tensors, path)
