@@ -190,6 +190,58 @@ class BadImageCounter:
         return int(self.variable.numpy())
 
 
+def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
+    """`ds.map(prepare)` over (encoded, label, name, …) records, where an image that cannot be
+    read is named on stderr and skipped (counted in `counter`), or stops the run with an
+    error naming it (`on_bad_image="stop"`).
+
+    Written by hand because tf.data can only drop a failing element (`ignore_errors`), not
+    say which one failed. The images are decoded by a parallel, ordered `map`; the names of
+    the images in flight wait in a hash table keyed by position, and a sequential `scan`
+    after the map sees which positions never arrived (a truncated file, dropped by its
+    framing, or a decoding error). A last marker flushes failures at the end. On the
+    pipeline benchmark (3,072 JPEGs, one epoch, 2 cores) this ran at 559 images/s against
+    579 for the plain map that could not name failures; decoding each image in a dataset
+    of its own, the other way to catch a failure per image, ran at 270–547.
+    """
+    table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="")
+
+    def remember(position, record):
+        with tf.control_dependencies([table.insert(position[None], record[2][None])]):
+            return tf.identity(position), record
+
+    def looks_complete(position, record):
+        return _looks_complete(record[0])
+
+    def decode(position, record):
+        return position, prepare(*record)
+
+    def check(last, element):
+        position, example = element
+        end = position < 0
+        missing = tf.cond(end, lambda: tf.sort(table.export()[0]),
+                          lambda: tf.range(last + 1, position))
+        names = table.lookup(missing)
+        with tf.control_dependencies([names]):
+            removed = table.remove(tf.concat([missing, position[None]], 0))
+        count = tf.size(names, tf.int64)
+        if on_bad_image == "stop":
+            first = tf.concat([names, [""]], 0)[0]
+            checks = [tf.debugging.Assert(count == 0, [BAD_IMAGE, first], summarize=1)]
+        else:
+            checks = [tf.cond(count > 0, lambda: _report(names, counter), tf.no_op)]
+        with tf.control_dependencies([removed] + checks):
+            return tf.identity(position), (example, tf.logical_not(end))
+
+    ds = ds.enumerate().map(remember)  # sequential: every name in before its image
+    ds = ds.filter(looks_complete)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()
+    ds = ds.concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), placeholder)))
+    ds = ds.scan(tf.constant(-1, tf.int64), check)
+    return ds.filter(_second).map(_first)
+
+
 def _first(a, b):
     return a
 
@@ -198,44 +250,13 @@ def _second(a, b):
     return b
 
 
-def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
-    """`ds.map(prepare)` over (encoded, label, name, …) records, where an image that cannot be
-    read is named on stderr and skipped (counted in `counter`), or stops the run with an
-    error naming it (`on_bad_image="stop"`).
-
-    Written by hand because tf.data can only drop a failing element (`ignore_errors`), not
-    say which one failed. Each image is decoded in a one-element dataset of its own, so a
-    failure (a truncated file by its framing, or a decoding error) is caught per image:
-    that dataset then yields `placeholder` flagged as failed. A deterministic parallel
-    `interleave` keeps the order and the parallelism of a plain `map`.
-    """
-    def looks_complete(*record):
-        return _looks_complete(record[0])
-
-    def flagged(*record):
-        return prepare(*record), tf.constant(True), record[2]
-
-    def one(*record):
-        attempt = (tf.data.Dataset.from_tensors(record).filter(looks_complete).map(flagged)
-                   .ignore_errors())
-        failed = tf.data.Dataset.from_tensors((placeholder, tf.constant(False), record[2]))
-        return attempt.concatenate(failed).take(1)
-
-    def report(example, ok, name):
-        if on_bad_image == "stop":
-            with tf.control_dependencies([tf.debugging.Assert(ok, [BAD_IMAGE, name],
-                                                              summarize=1)]):
-                return example, tf.identity(ok)
-        if not ok:
-            tf.print("skipping", BAD_IMAGE, name, output_stream=sys.stderr)
-            if counter is not None:
-                counter.variable.assign_add(1)
-        return example, ok
-
-    ds = ds.interleave(one, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True)
-    ds = ds.map(report)  # in order, one at a time: names and counts are exact
-    return ds.filter(_second).map(_first)
+def _report(names, counter):
+    lines = tf.strings.reduce_join("skipping " + BAD_IMAGE + " " + names, separator="\n")
+    ops = [tf.print(lines, output_stream=sys.stderr)]
+    if counter is not None:
+        ops.append(counter.variable.assign_add(tf.size(names, tf.int64)))
+    with tf.control_dependencies(ops):
+        return tf.no_op()
 
 
 def make_dataset(spec, split, data, global_batch_size, training, input_context=None,

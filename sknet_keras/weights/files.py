@@ -103,11 +103,13 @@ def assign_checked(model, tensors, source, allow_unused_head=True, skip=()):
                 shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)"
                                                  if len(items) > 10 else "")
                 lines.append(f"  {title} ({len(items)}): {shown}")
-        head = [k for k in set(tensors) & set(variables) if k.startswith(HEAD_PREFIXES)
-                and tuple(tensors[k].shape) != tuple(variables[k].shape)]
-        if head and tensors[head[0]].ndim == 2 and len(mismatched) <= 2:
-            lines.append(f"  (the file's classifier has {tensors[head[0]].shape[-1]} classes: "
-                         f"give classes={tensors[head[0]].shape[-1]}, or include_top=False)")
+        head = sorted(k for k in set(tensors) & set(variables)
+                      if k.startswith(HEAD_PREFIXES) and np.ndim(tensors[k]) == 2
+                      and tuple(tensors[k].shape) != tuple(variables[k].shape))
+        if head and len(mismatched) <= 2:  # only the classifier differs
+            n = tensors[head[0]].shape[-1]
+            lines.append(f"  (the file's classifier has {n} classes: give classes={n}, or "
+                         "include_top=False)")
         raise ValueError("\n".join(lines))
     for k, w in variables.items():
         w.assign(np.asarray(tensors[k], dtype=w.dtype))
