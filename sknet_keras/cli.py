@@ -56,7 +56,7 @@ def fail(message, program=None):
     sys.stderr.write(f"{program}: error: {first}\n")
     for line in rest:
         sys.stderr.write(f"  {line.strip()}\n")
-    sys.stderr.write(f"(run with --helpfull for the flags)\n")
+    sys.stderr.write("(run with --helpfull for the flags)\n")
     sys.stderr.flush()
     sys.exit(2)
 

@@ -20,6 +20,10 @@ class Source:
     description: str
 
 
+def _subfolders(folder):
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
 def _images_in(folder):
     return sorted(f for f in os.listdir(folder)
                   if f.lower().endswith(IMAGE_EXTENSIONS)
@@ -31,17 +35,14 @@ def image_folder(path, max_examples=None):
     sorted class names); loose images beside class folders have no class."""
     if not path or not os.path.isdir(path):
         raise ValueError(f"--image_dir: {path!r} is not a folder")
-    classes = sorted(d for d in os.listdir(path)
-                     if os.path.isdir(os.path.join(path, d)) and _images_in(os.path.join(path, d)))
+    classes = [d for d in _subfolders(path) if _images_in(os.path.join(path, d))]
     files = [(os.path.join(path, f), -1, f) for f in _images_in(path)]
     for label, name in enumerate(classes):
         folder = os.path.join(path, name)
         files += [(os.path.join(folder, f), label, f"{name}/{f}") for f in _images_in(folder)]
     if not files:
-        nested = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
-                        and any(_images_in(os.path.join(path, d, c))
-                                for c in os.listdir(os.path.join(path, d))
-                                if os.path.isdir(os.path.join(path, d, c))))
+        nested = [d for d in _subfolders(path) if any(
+            _images_in(os.path.join(path, d, c)) for c in _subfolders(os.path.join(path, d)))]
         if nested:
             raise ValueError(
                 f"--image_dir: {path} holds images two folders down ({nested[0]}/<class>/*); "

@@ -5,7 +5,6 @@ network itself comes from its family (`sknet_keras.models`), the weights from
 `sknet_keras.weights`.
 """
 
-import difflib
 import os
 
 import keras

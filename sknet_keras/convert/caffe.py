@@ -13,7 +13,6 @@ written by hand because the alternative is installing Caffe or compiling caffe.p
 the fields involved are six. `write_caffemodel` is the inverse, used by tests.
 """
 
-import struct
 
 import numpy as np
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Optional, Tuple
 
-from keras import layers, ops
+from keras import layers
 
 from sknet_keras.layers import (BatchNorm, ChannelShuffle, ChannelSplit, GroupConv2D,
                                 SelectiveKernel, SqueezeExcite)

@@ -112,10 +112,10 @@ def resolve(flag_values):
         if config.data.dataset == "imagenet2012":
             sizes = [224, 320]
         else:  # the resolution the dataset's recipe trains at
-            sizes = [recipe(DEFAULT_RECIPE[config.data.dataset]).data.image_size]
+            name = DEFAULT_RECIPE[config.data.dataset]
+            sizes = [recipe(name).data.image_size]
             if f.image_sizes is None:
-                print(f"note: evaluating at {sizes[0]}x{sizes[0]}, the "
-                      f"{DEFAULT_RECIPE[config.data.dataset]} recipe's size "
+                print(f"note: evaluating at {sizes[0]}x{sizes[0]}, the {name} recipe's size "
                       "(--image_sizes to change it)")
     else:
         config, sizes = ExperimentConfig.from_dict(run.to_dict()), [run.data.image_size]

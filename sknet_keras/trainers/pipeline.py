@@ -37,8 +37,10 @@ def _looks_complete(encoded):
     still decodes, grey-filled). Other formats are left to the decoder."""
     n = tf.strings.length(encoded)
     head = tf.strings.substr(encoded, 0, 8)
-    # The last 16 bytes, NUL-padded in front: a file shorter than that is still checked.
-    tail = tf.strings.substr(tf.strings.join([b"\0" * 16, encoded]), n, 16)
+    # The last 16 bytes, NUL-padded in front: a file shorter than that is still checked
+    # (padding the tail only, not copying the file).
+    tail = tf.strings.substr(encoded, tf.maximum(n - 16, 0), 16)
+    tail = tf.strings.substr(tf.strings.join([b"\0" * 16, tail]), tf.minimum(n, 16), 16)
     # EOI among the last 16 bytes (some encoders append padding after it).
     pairs = tf.strings.substr(tf.fill([15], tail), tf.range(15), tf.fill([15], 2))
     is_jpeg = tf.strings.substr(head, 0, 2) == b"\xff\xd8"
