@@ -6,7 +6,9 @@ Written by hand because Keras' `Conv2D` falls short here in three ways:
   would give shifted outputs; this layer pads symmetrically, as those frameworks do;
 - on the TensorFlow backend `Conv2D(groups > 1)` runs a nested XLA-compiled function that is
   much slower on CPU than `tf.nn.conv2d` with the grouped kernel (oneDNN and cuDNN
-  handle groups natively). On TensorFlow this layer calls `tf.nn.conv2d` directly;
+  handle groups natively), and TensorFlow's Eigen CPU kernels (its default without AVX-512)
+  cannot differentiate grouped or dilated convolutions at all. On TensorFlow this layer picks
+  a formulation for the kernels the process has (`conv_path`, with its table below);
   elsewhere it uses `keras.ops.conv`, which infers groups from the kernel shape.
 
 Strided dilated convolutions are computed exactly and cheaply (docs/architecture.md): when the dilation
@@ -19,6 +21,7 @@ CPU kernels much faster than the strided slice (docs/performance.md).
 import keras
 from keras import ops
 
+from sknet_keras.layers import kernel_support
 from sknet_keras.layers.initializers import conv_kernel_initializer
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
@@ -50,25 +53,104 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
     return plan
 
 
-def _use_tf_conv():
-    return keras.backend.backend() == "tensorflow"
+# --- which formulation runs where ---------------------------------------------------------
+#
+# One place decides, when the function is traced, for the kernels this process has
+# (`kernel_support`). All formulations compute the same convolution; the Eigen rows exist
+# because TensorFlow's Eigen CPU kernels have no gradient for grouped or dilated convolutions
+# and Grappler's fused conv + BN refuses groups at inference. cin/g = input channels per group.
+#
+# | where                                | convolution              | path             |
+# |--------------------------------------|--------------------------|------------------|
+# | JAX / PyTorch backend                | any                      | "keras"          |
+# | GPU; CPU with oneDNN                 | any                      | "native"         |
+# | CPU with oneDNN, bf16 (native)       | grouped and dilated      | "space_to_batch" |
+# | CPU, Eigen kernels                   | groups 1, no dilation    | "native"         |
+# | CPU, Eigen kernels                   | groups 1, dilated        | "space_to_batch" |
+# | CPU, Eigen kernels                   | depthwise (cin/g = 1)    | "depthwise"      |
+# | CPU, Eigen kernels                   | cin/g <= 4               | "depthwise_sum"  |
+# | CPU, Eigen kernels                   | cin/g > 4                | "split"          |
+#
+# On the CPU, float16 (any kernels) and bfloat16 (unless oneDNN with native bf16) convolutions
+# compute in float32: TensorFlow has no CPU backprop kernels for them there.
+# Eigen choices, fwd+bwd at batch 16 (docs/performance.md): "depthwise_sum" beats "split" at
+# cin/g <= 4 (ResNeXt conv2 325 vs 414 ms, SENet-154 conv2 cin/g = 2: 396 vs 757 ms), "split"
+# wins from cin/g = 8 (169 vs 354 ms) to 32; a custom gradient around the native forward (a
+# third correct formulation) was slower than both (665 ms on ResNeXt conv2).
+
+DEPTHWISE_SUM_MAX_GROUP_CHANNELS = 4
+
+PATHS = ("keras", "native", "space_to_batch", "depthwise", "depthwise_sum", "split")
 
 
-def _cpu_float16(dtype):
+def conv_path(groups, in_channels, dilation, dtype):
+    """The formulation (one of `PATHS`) that runs this convolution; see the table above."""
+    if keras.backend.backend() != "tensorflow":
+        return "keras"
+    dilated = max(dilation) > 1
+    if kernel_support.gpu_available():
+        return "native"
+    if kernel_support.onednn_enabled():
+        if dtype == "bfloat16" and not compute_float32(dtype) and groups > 1 and dilated:
+            # TF 2.21's oneDNN bf16 filter gradient of a grouped dilated conv is NaN from
+            # about 32×32 up (SKNet-50's 56×56 stage); the forward and input gradient are right.
+            return "space_to_batch"
+        return "native"
+    if groups == 1:
+        return "space_to_batch" if dilated else "native"
+    group_channels = in_channels // groups
+    if group_channels == 1:
+        return "depthwise"
+    return "depthwise_sum" if group_channels <= DEPTHWISE_SUM_MAX_GROUP_CHANNELS else "split"
+
+
+def compute_float32(dtype):
+    """Whether a float16 / bfloat16 convolution on the CPU computes in float32 (see table)."""
+    if dtype not in ("float16", "bfloat16") or keras.backend.backend() != "tensorflow":
+        return False
+    if kernel_support.gpu_available():
+        return False
+    if dtype == "bfloat16":
+        return not (kernel_support.onednn_enabled() and kernel_support.cpu_native_bfloat16())
+    return True
+
+
+def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size):
+    """Run one of the TensorFlow paths on NHWC `x` (already padded when padding is VALID)."""
     import tensorflow as tf
 
-    return dtype == "float16" and not tf.config.list_logical_devices("GPU")
+    def plain(inp, k, pad=padding, rate=dilation):
+        return tf.nn.conv2d(inp, k, strides=[1, *strides, 1], padding=pad,
+                            dilations=[1, *rate, 1])
 
+    def undilated(inp, k):
+        if max(dilation) == 1:
+            return plain(inp, k)
+        # Dilation as space-to-batch around an undilated conv: its gradients exist everywhere.
+        return tf.nn.with_space_to_batch(
+            inp, dilation_rate=list(dilation), padding=padding, filter_shape=kernel_size,
+            op=lambda i, num_spatial_dims, padding: plain(i, k, padding, (1, 1)))
 
-def _cpu_bfloat16_dilated_grouped(dtype, groups, dilation):
-    """TensorFlow 2.21's CPU bfloat16 filter gradient of a grouped, dilated convolution is
-    broken: NaN (and occasional crashes) from about 32×32 up — measured on SKNet-50's
-    56×56 stage (groups 32, dilation 2); the forward and input gradient are right. Such
-    convolutions run as space-to-batch + an undilated conv, which trains correctly."""
-    import tensorflow as tf
-
-    return (dtype == "bfloat16" and groups > 1 and max(dilation) > 1
-            and not tf.config.list_logical_devices("GPU"))
+    if path == "native":
+        return plain(x, kernel)
+    if path == "space_to_batch":
+        return undilated(x, kernel)
+    kh, kw, group_in, filters = kernel.shape
+    group_out = filters // groups
+    if path == "split":
+        return tf.concat([undilated(a, b) for a, b in zip(tf.split(x, groups, axis=-1),
+                                                          tf.split(kernel, groups, axis=-1))],
+                         axis=-1)
+    # Depthwise forms: output channel g·(C/g) + o sums input channel g·(cin/g) + i ⊛ w[..., i, g, o].
+    dw = tf.reshape(tf.transpose(tf.reshape(kernel, (kh, kw, group_in, groups, group_out)),
+                                 (0, 1, 3, 2, 4)), (kh, kw, groups * group_in, group_out))
+    y = tf.nn.depthwise_conv2d(x, dw, strides=[1, *strides, 1], padding=padding,
+                               dilations=list(dilation))
+    if path == "depthwise":
+        return y
+    shape = tf.shape(y)
+    y = tf.reshape(y, tf.concat([shape[:3], [groups, group_in, group_out]], 0))
+    return tf.reshape(tf.reduce_sum(y, axis=4), tf.concat([shape[:3], [filters]], 0))
 
 
 def subsample(x, sh, sw):
@@ -167,29 +249,18 @@ class GroupConv2D(keras.layers.Layer):
             x = ops.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
         padding = "SAME" if same else "VALID"
         kernel = ops.cast(self.kernel, self.compute_dtype)
-        if _use_tf_conv():
-            import tensorflow as tf
-
-            # TensorFlow's CPU float16 convolutions support neither groups nor dilation in
-            # their backprop kernels: on CPU, float16 convs run in float32 (cast in and out).
-            in_f32 = _cpu_float16(self.compute_dtype)
-            if _cpu_bfloat16_dilated_grouped(self.compute_dtype, self.groups, (dil_h, dil_w)):
-                y = tf.nn.with_space_to_batch(
-                    x, dilation_rate=[dil_h, dil_w], padding=padding,
-                    filter_shape=self.kernel_size,
-                    op=lambda inp, num_spatial_dims, padding: tf.nn.conv2d(
-                        inp, kernel, strides=[1, st_h, st_w, 1], padding=padding))
-            else:
-                y = tf.nn.conv2d(
-                    tf.cast(x, tf.float32) if in_f32 else x,
-                    tf.cast(kernel, tf.float32) if in_f32 else kernel,
-                    strides=[1, st_h, st_w, 1], padding=padding,
-                    dilations=[1, dil_h, dil_w, 1])
-            if in_f32:
-                y = tf.cast(y, self.compute_dtype)
-        else:
+        path = conv_path(self.groups, inputs.shape[-1], (dil_h, dil_w), self.compute_dtype)
+        if path == "keras":
             y = ops.conv(x, kernel, strides=(st_h, st_w), padding=padding.lower(),
                          dilation_rate=(dil_h, dil_w))
+        else:
+            in_f32 = compute_float32(self.compute_dtype)
+            if in_f32:
+                x, kernel = ops.cast(x, "float32"), ops.cast(kernel, "float32")
+            y = _tf_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w), padding,
+                         self.kernel_size)
+            if in_f32:
+                y = ops.cast(y, self.compute_dtype)
         y = subsample(y, post_h, post_w)
         if self.bias is not None:
             y = y + ops.cast(self.bias, self.compute_dtype)

@@ -1,0 +1,61 @@
+"""Which TensorFlow kernels this process has: oneDNN or Eigen on the CPU, a GPU, native bf16.
+
+TensorFlow's CPU kernels come in two sets, fixed when TensorFlow is imported:
+- oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`, TensorFlow's default on CPUs with AVX-512): grouped and
+  dilated convolutions with their gradients; bfloat16 kernels only where the CPU has native
+  bfloat16 (`avx512_bf16` / `amx_bf16`).
+- Eigen (the default on CPUs without AVX-512, or `TF_ENABLE_ONEDNN_OPTS=0`): no gradient of a
+  grouped or dilated convolution, and Grappler's fused conv + BN kernel refuses groups.
+The layers choose their formulation from these facts when a function is traced.
+"""
+
+import functools
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_enabled():
+    """True when TensorFlow runs its oneDNN CPU kernels in this process."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without the query: assume its default, Eigen
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def gpu_available():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_native_bfloat16():
+    """The CPU computes bfloat16 natively (oneDNN has bf16 kernels only there)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_has_avx512():
+    return "avx512f" in cpu_flags()
+
+
+def describe():
+    """One line: the kernels in use, for logs and the trainer's first line."""
+    import tensorflow as tf
+
+    if gpu_available():
+        return f"GPU ({len(tf.config.list_logical_devices('GPU'))} logical)"
+    isa = "AVX-512" if cpu_has_avx512() else ("AVX2" if "avx2" in cpu_flags() else "CPU")
+    bf16 = ", native bf16" if cpu_native_bfloat16() else ""
+    return f"{isa} CPU{bf16}, {'oneDNN' if onednn_enabled() else 'Eigen'} kernels"

@@ -1,0 +1,292 @@
+"""Every convolution formulation, under whichever CPU kernels this process has, trains right.
+
+TensorFlow's CPU kernels are oneDNN or Eigen, fixed at import (`kernel_support`); CI runs this
+file under each (`TF_ENABLE_ONEDNN_OPTS=0`, `=1 ONEDNN_MAX_CPU_ISA=AVX2`, the machine's
+default). References are independent of TensorFlow's convolution kernels: NumPy for a layer,
+and for a whole network a convolution written as shifted slices and matrix products, whose
+gradients TensorFlow derives from slicing and matmul alone.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import MINI_SKRESNEXT
+from sknet_keras.applications import build_model
+from sknet_keras.layers import GroupConv2D, group_conv, kernel_support
+from sknet_keras.registry import MODELS
+
+pytestmark = pytest.mark.kernels
+
+
+# --- one layer against NumPy -----------------------------------------------------------------
+
+def numpy_conv_and_grads(x, w, r, stride, dilation, pad, groups):
+    """y = conv(x, w) and the gradients of sum(y * r) by the definition (float64)."""
+    x, w, r = (a.astype(np.float64) for a in (x, w, r))
+    n, h, wd, _ = x.shape
+    kh, kw, cg, out = w.shape
+    og = out // groups
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho = (h + 2 * pad - dilation * (kh - 1) - 1) // stride + 1
+    wo = (wd + 2 * pad - dilation * (kw - 1) - 1) // stride + 1
+    y = np.zeros((n, ho, wo, out))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for g in range(groups):
+        cin, cout = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dilation, i * dilation + stride * (ho - 1) + 1, stride)
+                cols = slice(j * dilation, j * dilation + stride * (wo - 1) + 1, stride)
+                patch = xp[:, rows, cols, cin]
+                y[..., cout] += patch @ w[i, j, :, cout]
+                dw[i, j, :, cout] += np.einsum("nhwi,nhwo->io", patch, r[..., cout])
+                dxp[:, rows, cols, cin] += r[..., cout] @ w[i, j, :, cout].T
+    return y, dxp[:, pad:pad + h, pad:pad + wd], dw
+
+
+def paths_this_process_runs(groups, in_channels, dilation):
+    """The formulations that TensorFlow's kernels here can differentiate for this conv."""
+    if kernel_support.onednn_enabled():
+        paths = ["native", "space_to_batch", "depthwise_sum", "split"]
+    else:
+        paths = ["space_to_batch"] if groups == 1 else ["depthwise_sum", "split"]
+        if groups == 1 and dilation == 1:
+            paths.append("native")
+    if in_channels == groups:
+        paths.append("depthwise")
+    return paths
+
+
+CONVS = [  # kernel, stride, dilation, groups, in/out channels, size
+    (3, 1, 1, 4, 16, 9),     # ResNeXt's grouped 3×3
+    (3, 2, 1, 4, 16, 9),     # its strided first unit of a stage
+    (3, 1, 2, 4, 16, 9),     # SK's dilated "5×5" branch
+    (3, 2, 2, 8, 16, 10),    # strided and dilated: subsample first
+    (3, 2, 3, 2, 16, 11),    # dilation not a multiple of the stride: subsample after
+    (3, 2, 1, 16, 16, 9),    # depthwise, strided (ShuffleNetV2)
+    (3, 1, 2, 16, 16, 8),    # depthwise, dilated (ShuffleNetV2 + SK)
+    (3, 1, 2, 1, 8, 7),      # ungrouped, dilated (SK-ResNet's split-input branch)
+    (5, 1, 1, 2, 32, 8),     # 16 channels per group: the "split" side of the threshold
+]
+
+
+def _cases():
+    for kernel, stride, dilation, groups, channels, size in CONVS:
+        for path in paths_this_process_runs(groups, channels, dilation):
+            yield pytest.param(kernel, stride, dilation, groups, channels, size, path,
+                               id=f"k{kernel}s{stride}d{dilation}g{groups}c{channels}-{path}")
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,groups,channels,size,path", list(_cases()))
+def test_conv_path_forward_and_gradients_equal_numpy(kernel, stride, dilation, groups,
+                                                     channels, size, path, rng, monkeypatch):
+    monkeypatch.setattr(group_conv, "conv_path", lambda *args: path)
+    x = tf.constant(rng.standard_normal((2, size, size + 1, channels)).astype("float32"))
+    layer = GroupConv2D(channels, kernel, strides=stride, dilation_rate=dilation,
+                        groups=groups)
+    layer.build(x.shape)
+    layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype("float32"))
+    r = rng.standard_normal(layer.compute_output_shape(x.shape)).astype("float32")
+
+    @tf.function  # graph mode: the kernels (and Grappler) of a real training step
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * r)
+        return (y,) + tuple(tape.gradient(loss, [x, layer.kernel]))
+
+    got = [t.numpy() for t in step(x)]
+    want = numpy_conv_and_grads(x.numpy(), layer.kernel.numpy(), r, stride, dilation,
+                                dilation * (kernel - 1) // 2, groups)
+    for name, g, w in zip(("output", "input gradient", "kernel gradient"), got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3, err_msg=f"{path}: {name}")
+
+
+def test_the_chosen_path_is_one_this_process_can_differentiate():
+    for kernel, stride, dilation, groups, channels, size in CONVS:
+        chosen = group_conv.conv_path(groups, channels, (dilation, dilation), "float32")
+        assert chosen in paths_this_process_runs(groups, channels, dilation)
+
+
+# --- every family: a training step against convolutions made of slices and matmuls ---------
+
+def sliced_conv(x, kernel, groups, strides, dilation, padding, kernel_size):
+    """The convolution as Σ over taps of a shifted slice times the tap's kernel (per group)."""
+    kh, kw = kernel_size
+    dh, dw = dilation
+    if padding == "SAME":  # GroupConv2D uses SAME only where it equals symmetric padding
+        ph, pw = dh * (kh - 1) // 2, dw * (kw - 1) // 2
+        x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+    _, h, w, c = x.shape
+    sh, sw = strides
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    cg, filters = kernel.shape[2], kernel.shape[3]
+    k = tf.reshape(kernel, (kh, kw, cg, groups, filters // groups))
+    n = tf.shape(x)[0]
+    y = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i * dh: i * dh + sh * (ho - 1) + 1: sh,
+                      j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
+            patch = tf.reshape(patch, tf.stack([n, ho, wo, groups, cg]))
+            y += tf.einsum("nhwgi,igo->nhwgo", patch, k[i, j])
+    return tf.reshape(y, tf.stack([n, ho, wo, filters]))
+
+
+def _shufflenet(name):
+    return MODELS[name].replace(name=f"mini_{name}", widths=(16, 32), repeats=(2, 1),
+                                stem_width=8, head_width=64)
+
+
+FAMILIES = {
+    "sk_resnext": MINI_SKRESNEXT,
+    "sk_resnet": MODELS["skresnet18"].replace(name="mini_skresnet", depths=(1, 1, 1, 1),
+                                              widths=(16, 32, 64, 128),
+                                              out_channels=(16, 32, 64, 128)),
+    "resnext": MINI_SKRESNEXT.replace(name="mini_resnext", attention=None),
+    "se_resnext": MINI_SKRESNEXT.replace(name="mini_seresnext", attention="se"),
+    "se_resnet": MODELS["seresnet50"].replace(name="mini_seresnet", depths=(1, 1, 1, 1),
+                                              widths=(8, 16, 32, 64),
+                                              out_channels=(32, 64, 128, 256)),
+    "senet154": MODELS["senet154"].replace(name="mini_senet154", depths=(1, 1, 1, 1),
+                                           reduce_widths=(8, 16, 32, 64),
+                                           widths=(16, 32, 64, 128),
+                                           out_channels=(32, 64, 128, 256), groups=4),
+    "shufflenet_v2": _shufflenet("shufflenet_v2_x0_5"),
+    "shufflenet_v2_sk": _shufflenet("shufflenet_v2_x0_5_sk"),
+}
+
+
+def _se_bn_inception():
+    from test_se_bn_inception import MINI
+
+    return MINI
+
+
+def family_config(name):
+    return _se_bn_inception() if name == "se_bn_inception" else FAMILIES[name]
+
+
+FAMILY_NAMES = sorted(FAMILIES) + ["se_bn_inception"]
+
+
+def one_training_step(config, seed=0):
+    """Gradients and weights after one SGD step on a batch of 4 (BN in training mode)."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, input_shape=(32, 32, 3), classes=5)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 4], 5)
+    optimizer = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.CategoricalCrossentropy()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss, grads
+
+    loss, grads = step()
+    return (float(loss), {v.path: g.numpy() for v, g in zip(model.trainable_variables, grads)},
+            {v.path: v.numpy() for v in model.trainable_variables})
+
+
+def _assert_steps_equal(got, want, label):
+    """Equal within float32 noise. At initialization with a batch of 4, the BN backward
+    amplifies rounding: two correct formulations differ by up to ~0.4 % of a variable's
+    largest gradient in the first units. A wrong formulation differs by O(1)."""
+    (loss, grads, weights), (ref_loss, ref_grads, ref_weights) = got, want
+    np.testing.assert_allclose(loss, ref_loss, rtol=2e-4, err_msg=label)
+    assert grads.keys() == ref_grads.keys()
+    flat = np.concatenate([grads[p].ravel() for p in ref_grads])
+    ref_flat = np.concatenate([ref_grads[p].ravel() for p in ref_grads])
+    rel = np.linalg.norm(flat - ref_flat) / np.linalg.norm(ref_flat)
+    assert rel < 1e-2, f"{label}: gradients differ by {rel:.2e} (relative L2)"
+    for path in ref_grads:
+        scale = max(np.abs(ref_grads[path]).max(), 1e-3)
+        np.testing.assert_allclose(grads[path] / scale, ref_grads[path] / scale, atol=2e-2,
+                                   err_msg=f"{label}: gradient of {path}")
+        # The SGD step moved each weight by 0.1 × its gradient: the same tolerance, scaled.
+        np.testing.assert_allclose(weights[path], ref_weights[path], rtol=1e-5,
+                                   atol=0.1 * 2e-2 * scale,
+                                   err_msg=f"{label}: weight {path} after the step")
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_family_training_step_equals_sliced_convolutions(family, monkeypatch):
+    config = family_config(family)
+    got = one_training_step(config)
+    assert np.isfinite(got[0])
+    keras.backend.clear_session()
+    real = group_conv._tf_conv
+
+    def reference(path, *args):
+        return sliced_conv(*args)
+
+    monkeypatch.setattr(group_conv, "_tf_conv", reference)
+    want = one_training_step(config)
+    monkeypatch.setattr(group_conv, "_tf_conv", real)
+    _assert_steps_equal(got, want, family)
+
+
+@pytest.mark.parametrize("family", ["resnext", "shufflenet_v2", "sk_resnext"])
+def test_family_fit_and_predict_in_a_users_script(family):
+    """`model.fit` and `predict_on_batch` (Grappler's fused conv + BN at inference)."""
+    model = build_model(family_config(family), input_shape=(32, 32, 3), classes=5)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 5
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert np.isfinite(model.predict_on_batch(x)).all()
+
+
+# --- across processes: the same step under Eigen and under oneDNN ---------------------------
+
+KERNEL_SETS = {
+    "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "onednn_avx2": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+
+_CHILD = """
+import sys, pickle
+sys.path.insert(0, {tests!r})
+import conftest
+from test_kernel_paths import family_config, one_training_step, FAMILY_NAMES
+from sknet_keras.layers import kernel_support
+out = {{"onednn": kernel_support.onednn_enabled(),
+        "steps": {{f: one_training_step(family_config(f)) for f in FAMILY_NAMES}}}}
+with open({path!r}, "wb") as f:
+    pickle.dump(out, f)
+"""
+
+
+@pytest.mark.cross_kernels
+def test_every_family_steps_alike_under_eigen_and_onednn(tmp_path):
+    """One process per kernel set; every family's training step must agree between them."""
+    import pickle
+
+    results = {}
+    for label, env_vars in KERNEL_SETS.items():
+        path = tmp_path / f"{label}.pkl"
+        env = {**os.environ, **env_vars, "ONEDNN_MAX_CPU_ISA": env_vars.get(
+            "ONEDNN_MAX_CPU_ISA", os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL"))}
+        code = _CHILD.format(tests=os.path.dirname(__file__), path=str(path))
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(path, "rb") as f:
+            results[label] = pickle.load(f)
+    assert results["eigen"]["onednn"] is False and results["onednn_avx2"]["onednn"] is True
+    for family in FAMILY_NAMES:
+        _assert_steps_equal(results["eigen"]["steps"][family],
+                            results["onednn_avx2"]["steps"][family], family)
