@@ -200,7 +200,11 @@ def _probe_once(name, measure):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if measure == "allocator":
         env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # CPU tensors through BFC, which counts bytes
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        lines = [l for l in out.stderr.strip().splitlines() if l.strip()]
+        cli.fail(f"the memory probe of {name} failed (status {out.returncode}): "
+                 f"{lines[-1] if lines else 'no error output'}", "sknet_keras.benchmark")
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -251,9 +255,13 @@ def main(argv):
         raise app.UsageError(f"--modes: unknown mode(s) {sorted(unknown)}")
     import tensorflow as tf
 
+    from sknet_keras.layers import kernel_support
+
+    kernels = kernel_support.describe()
     print(f"batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}, "
           f"{FLAGS.dtype_policy}, jit_compile={FLAGS.jit_compile}, "
-          f"{os.cpu_count()} CPUs, devices: {[d.name for d in tf.config.list_logical_devices()]}")
+          f"{os.cpu_count()} CPUs, {kernels}, "
+          f"devices: {[d.name for d in tf.config.list_logical_devices()]}")
     results = measure(names, FLAGS.batch_size, FLAGS.image_size, FLAGS.dtype_policy,
                       FLAGS.jit_compile, FLAGS.modes, FLAGS.warmup, FLAGS.repeats, FLAGS.iters)
     memory_measure = resolve_memory_measure(FLAGS.memory_measure)
@@ -271,6 +279,7 @@ def main(argv):
         "results": results,
         "train_peak_mib": memory,
         "tensorflow": tf.__version__,
+        "kernels": kernels,
     }
     with open(FLAGS.output, "w") as f:
         json.dump(payload, f, indent=2)

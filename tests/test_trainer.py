@@ -115,7 +115,7 @@ def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
     assert out.shape == (2, 10) and out.dtype == tf.float32
     weights = os.path.join(model_dir, "final.weights.h5")
     # The three exports hold the same network (the SavedModel and .keras in the run's
-    # bfloat16; the weights file loaded here in float32).
+    # precision; the weights file loaded here in float32).
     whole = keras.saving.load_model(os.path.join(model_dir, "final.keras"))
     np.testing.assert_allclose(whole.predict(x, verbose=0), out.numpy(), rtol=1e-5, atol=1e-5)
     from sknet_keras.applications import build_model
@@ -126,7 +126,8 @@ def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
     evaluated = subprocess.run(
         [sys.executable, "-m", "sknet_keras.trainers.evaluate", "--model=mini_sknet",
          f"--weights={weights}", "--dataset=digits", "--image_sizes=32",
-         "--mixed_precision=bfloat16", f"--output={tmp_path / 'eval.json'}"],
+         f"--mixed_precision={config['runtime']['precision']}",
+         f"--output={tmp_path / 'eval.json'}"],
         env=ENV, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     top1 = json.loads((tmp_path / "eval.json").read_text())["32"]["top1"]

@@ -47,6 +47,9 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if not _fused_ok(self, inputs, mask):
+            if (training and self.trainable and mask is None and not self.synchronized
+                    and not self.renorm and self.center and self.scale):
+                return self._train_unbiased(inputs)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -65,6 +68,21 @@ class BatchNorm(keras.layers.BatchNormalization):
             variance=tf.cast(self.moving_variance.value, tf.float32),
             epsilon=self.epsilon, data_format="NHWC", is_training=False)
         return y
+
+    def _train_unbiased(self, inputs):
+        """Keras' training-mode BN, but the moving variance takes the unbiased batch
+        variance, as on the fused path: JAX / PyTorch runs then match TensorFlow's."""
+        x = ops.cast(inputs, "float32")
+        axis = self.axis % len(x.shape)
+        axes = [i for i in range(len(x.shape)) if i != axis]
+        mean, variance = ops.moments(x, axes=axes)
+        y = ops.batch_normalization(x, mean, variance, axis=axis,
+                                    offset=ops.cast(self.beta, "float32"),
+                                    scale=ops.cast(self.gamma, "float32"),
+                                    epsilon=self.epsilon)
+        n = ops.cast(ops.size(x), "float32") / float(x.shape[axis])
+        self.update_moving_statistics(mean, variance * n / ops.maximum(n - 1.0, 1.0))
+        return ops.cast(y, self.compute_dtype)
 
     def normalize_batch(self, x):
         """Training-mode BN of a 4D NHWC tensor with its batch statistics, fused kernel.

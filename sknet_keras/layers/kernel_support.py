@@ -10,6 +10,7 @@ The layers choose their formulation from these facts when a function is traced.
 """
 
 import functools
+import os
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,9 +24,11 @@ def onednn_enabled():
 
 
 def gpu_available():
+    """A GPU is visible (physical devices: asking does not initialize TensorFlow's runtime,
+    which would fix the logical-device split before a strategy can make it)."""
     import tensorflow as tf
 
-    return bool(tf.config.list_logical_devices("GPU"))
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,8 +45,12 @@ def cpu_flags():
 
 
 def cpu_native_bfloat16():
-    """The CPU computes bfloat16 natively (oneDNN has bf16 kernels only there)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    """The CPU computes bfloat16 natively (oneDNN has bf16 kernels only there), and
+    `ONEDNN_MAX_CPU_ISA` does not cap oneDNN below those instructions (e.g. `AVX2`)."""
+    if not {"avx512_bf16", "amx_bf16"} & cpu_flags():
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return cap in ("ALL", "DEFAULT", "") or any(t in cap for t in ("BF16", "AMX", "AVX10"))
 
 
 def cpu_has_avx512():
@@ -55,7 +62,7 @@ def describe():
     import tensorflow as tf
 
     if gpu_available():
-        return f"GPU ({len(tf.config.list_logical_devices('GPU'))} logical)"
+        return f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)"
     isa = "AVX-512" if cpu_has_avx512() else ("AVX2" if "avx2" in cpu_flags() else "CPU")
     bf16 = ", native bf16" if cpu_native_bfloat16() else ""
     return f"{isa} CPU{bf16}, {'oneDNN' if onednn_enabled() else 'Eigen'} kernels"

@@ -52,6 +52,11 @@ def make_strategy(name="default", cpu_replicas=1, tpu_address=None):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if gpus:
+        if len(gpus) > len(tf.config.list_physical_devices("GPU")):
+            # Logical GPUs split from one device: NCCL refuses two ranks on one GPU.
+            return tf.distribute.MirroredStrategy(
+                [d.name for d in gpus],
+                cross_device_ops=tf.distribute.HierarchicalCopyAllReduce())
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     # No NCCL on CPU: reduce through one device.

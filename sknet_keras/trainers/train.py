@@ -17,6 +17,7 @@ from sknet_keras import cli
 from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras.weights.files import not_a_weights_file
+from sknet_keras.trainers import precision
 from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_RECIPE, OPTIMIZERS,
                                           PRECISIONS, RECIPES, SCHEDULES, STRATEGIES)
 
@@ -51,7 +52,8 @@ flags.DEFINE_float("backbone_lr_multiplier", None, "Fine-tuning: learning-rate f
 flags.DEFINE_float("freeze_backbone_epochs", None, "Fine-tuning: epochs during which only "
                    "the new classifier trains.")
 flags.DEFINE_enum("mixed_precision", None, list(PRECISIONS),
-                  "Precision (default: bfloat16 on CPU/TPU, float16 on GPU).")
+                  "Precision (default: float16 on a GPU, bfloat16 on a TPU or a CPU with native "
+                  "bfloat16, float32 elsewhere).")
 flags.DEFINE_enum("strategy", None, list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", None, "Split the CPU into N logical devices (replicas).")
 flags.DEFINE_string("tpu", None, "TPU address (--strategy=tpu).")
@@ -87,12 +89,6 @@ NOT_CONFIG = ("recipe", "model_dir", "mode", "resume", "export")
 RESULT = "result.json"
 
 
-def default_precision():
-    import tensorflow as tf
-
-    return "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
-
-
 def config_from_flags():
     """The recipe's config with every flag the user gave (or that has no recipe value)."""
     from sknet_keras.trainers.configs import recipe
@@ -125,8 +121,9 @@ def config_from_flags():
         if not os.path.isfile(config.model.weights):
             raise cli.UsageError(f"--weights: {not_a_weights_file(config.model.weights)}")
         config.model.weights = os.path.abspath(config.model.weights)
-    if config.runtime.precision is None:
-        config.runtime.precision = default_precision()
+    config.runtime.precision, why = precision.choose(config.runtime.precision,
+                                                     config.runtime.strategy)
+    print(f"precision: {config.runtime.precision} ({why})", flush=True)
     if config.data.normalization is None:
         from sknet_keras.applications import preprocessing_mode
 

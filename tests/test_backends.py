@@ -1,0 +1,116 @@
+"""Every family trains alike on the JAX and PyTorch backends: same losses, same weights.
+
+The TensorFlow run here saves its initial weights; a child process with `KERAS_BACKEND` set
+loads them, fits the same batches with the same SGD, and returns its losses and final
+weights. Equal weights after the steps mean equal gradients at every step.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from sknet_keras.applications import build_model
+from test_kernel_paths import FAMILY_NAMES, _assert_steps_equal, family_config
+
+STEPS, BATCH, SIZE, CLASSES = 3, 8, 64, 5
+
+_CHILD = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import conftest, keras, numpy as np
+from test_backends import fit_steps
+from test_kernel_paths import family_config
+out = {{}}
+for family in {families!r}:
+    losses, grads, weights = fit_steps(family_config(family),
+                                       {tmp!r} + "/" + family + ".weights.h5")
+    prefix = {tmp!r} + "/" + family + "." + keras.backend.backend()
+    np.savez(prefix + ".grads.npz", **grads)
+    np.savez(prefix + ".weights.npz", **weights)
+    out[family] = losses
+print("LOSSES" + json.dumps(out))
+"""
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (STEPS * BATCH, SIZE, SIZE, 3)).astype("float32")
+    return x, np.arange(STEPS * BATCH) % CLASSES
+
+
+LEARNING_RATE = 0.01
+
+
+def fit_steps(config, weights_path, save=False):
+    """The `fit` train step over STEPS batches (in order) from the weights in `weights_path`.
+
+    Returns the batch losses, the first step's gradients ((w0 - w1) / lr of plain SGD) and
+    every weight after it (BN moving statistics included).
+    """
+    keras.utils.set_random_seed(0)
+    model = build_model(config, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    if save:
+        model.save_weights(weights_path)
+    else:
+        model.load_weights(weights_path)
+    model.compile(keras.optimizers.SGD(LEARNING_RATE), "sparse_categorical_crossentropy")
+    start = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    x, y = data()
+    losses, grads = [], None
+    for i in range(STEPS):
+        batch = slice(i * BATCH, (i + 1) * BATCH)
+        losses.append(float(model.train_on_batch(x[batch], y[batch])))
+        if i == 0:
+            grads = {w.path.replace("/", "|"): (w0 - keras.ops.convert_to_numpy(w))
+                     / LEARNING_RATE for w0, w in zip(start, model.trainable_weights)}
+            weights = {w.path.replace("/", "|"): keras.ops.convert_to_numpy(w)
+                       for w in model.weights}
+    return losses, grads, weights
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("backend,package", [("jax", "jax"), ("torch", "torch")])
+def test_every_family_fits_alike_on_other_backends(backend, package, tmp_path):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (pip install -e '.[test]' installs it)")
+    expected = {}
+    for family in FAMILY_NAMES:
+        keras.backend.clear_session()
+        expected[family] = fit_steps(family_config(family),
+                                     str(tmp_path / f"{family}.weights.h5"), save=True)
+    code = _CHILD.format(tests=os.path.dirname(__file__), families=FAMILY_NAMES,
+                         tmp=str(tmp_path))
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("LOSSES")][-1]
+    losses = json.loads(line[len("LOSSES"):])
+    for family in FAMILY_NAMES:
+        want_losses, want_grads, want_weights = expected[family]
+        label = f"{family} on {backend}"
+        # The first step: same loss, same gradients (float32 noise: see _assert_steps_equal).
+        np.testing.assert_allclose(losses[family][0], want_losses[0], rtol=1e-5,
+                                   err_msg=f"{label}: first loss")
+        got_grads = dict(np.load(tmp_path / f"{family}.{backend}.grads.npz"))
+        _assert_steps_equal((losses[family][0], got_grads, {}),
+                            (want_losses[0], want_grads, {}), label)
+        # The BN moving statistics after the first step (unbiased variance on every backend).
+        got = np.load(tmp_path / f"{family}.{backend}.weights.npz")
+        assert sorted(got.files) == sorted(want_weights), family
+        for path, want in want_weights.items():
+            if "moving" not in path:
+                continue  # trainable: checked through the gradients
+            np.testing.assert_allclose(got[path], want, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{label}: {path} after the first step")
+        # The later steps: rounding differences grow through batch-of-8 BN statistics (the
+        # steps themselves agree: the same weights give the same next step), so the losses
+        # are compared loosely; a wrong layer is O(1).
+        np.testing.assert_allclose(losses[family], want_losses, rtol=3e-3,
+                                   err_msg=f"{label}: losses")
