@@ -2,7 +2,7 @@
 
 - Errors in what the user asked for are one line on stderr (plus a hint to `--helpfull`)
   and exit status 2, not absl's usage dump or a traceback.
-- TensorFlow's CPU kernels: where the user has not set `TF_ENABLE_ONEDNN_OPTS`, these
+- (Not active yet, see issue 19: subprocess results must first match in-process ones.) TensorFlow's CPU kernels: where the user has not set `TF_ENABLE_ONEDNN_OPTS`, these
   commands run oneDNN's (TensorFlow's own default on AVX-512 CPUs, off on others). On an AVX2
   CPU oneDNN ran the grouped convolutions' forward + backward 1.3–3.4× faster than the best
   formulation on the Eigen kernels TensorFlow picks there (docs/performance.md). The variable only works before TensorFlow is
@@ -46,7 +46,6 @@ def _quiet_tensorflow():
             os.close(saved)
 
 
-_prefer_onednn()
 _quiet_tensorflow()
 
 from absl import app, flags  # noqa: E402
