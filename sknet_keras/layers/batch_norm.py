@@ -46,20 +46,17 @@ class BatchNorm(keras.layers.BatchNormalization):
         super().__init__(*args, synchronized=synchronized, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
+        if training and self.trainable and self._own_training(inputs, mask):
+            y, mean, variance = self.normalize_batch(inputs)
+            self.update_moving_statistics(mean, variance)
+            return ops.cast(y, self.compute_dtype)
         if not _fused_ok(self, inputs, mask):
-            if (training and self.trainable and mask is None and not self.synchronized
-                    and not self.renorm and self.center and self.scale):
-                return self._train_unbiased(inputs)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
         x = tf.convert_to_tensor(inputs)
         if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
             x = tf.cast(x, self.compute_dtype)
-        if training and self.trainable:
-            y, mean, variance = self.normalize_batch(x)
-            self.update_moving_statistics(mean, variance)
-            return y
         gamma = tf.cast(self.gamma.value, tf.float32)
         beta = tf.cast(self.beta.value, tf.float32)
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
@@ -69,10 +66,30 @@ class BatchNorm(keras.layers.BatchNormalization):
             epsilon=self.epsilon, data_format="NHWC", is_training=False)
         return y
 
-    def _train_unbiased(self, inputs):
-        """Keras' training-mode BN, but the moving variance takes the unbiased batch
-        variance, as on the fused path: JAX / PyTorch runs then match TensorFlow's."""
-        x = ops.cast(inputs, "float32")
+    def _own_training(self, inputs, mask):
+        """Training BN this class computes itself (else Keras' own: masks, renorm, sync)."""
+        return (mask is None and not self.synchronized and not getattr(self, "renorm", False)
+                and self.center and self.scale)
+
+    def normalize_batch(self, x):
+        """Training-mode BN with the batch's statistics.
+
+        Returns (y, batch mean, unbiased batch variance) and updates nothing, so that a
+        recomputation in the backward (`SelectiveKernel(rematerialize=True)`) does not move
+        the moving averages twice. 4D NHWC on TensorFlow: the fused kernel; otherwise
+        moments, with the variance made unbiased as the fused kernel (and PyTorch) return it,
+        so every backend and rank updates the moving variance alike.
+        """
+        if _fused_ok(self, x, None):
+            import tensorflow as tf
+
+            x = tf.convert_to_tensor(x)
+            if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+                x = tf.cast(x, self.compute_dtype)
+            return tf.compat.v1.nn.fused_batch_norm(
+                x, tf.cast(self.gamma.value, tf.float32), tf.cast(self.beta.value, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        x = ops.cast(x, "float32")
         axis = self.axis % len(x.shape)
         axes = [i for i in range(len(x.shape)) if i != axis]
         mean, variance = ops.moments(x, axes=axes)
@@ -81,21 +98,7 @@ class BatchNorm(keras.layers.BatchNormalization):
                                     scale=ops.cast(self.gamma, "float32"),
                                     epsilon=self.epsilon)
         n = ops.cast(ops.size(x), "float32") / float(x.shape[axis])
-        self.update_moving_statistics(mean, variance * n / ops.maximum(n - 1.0, 1.0))
-        return ops.cast(y, self.compute_dtype)
-
-    def normalize_batch(self, x):
-        """Training-mode BN of a 4D NHWC tensor with its batch statistics, fused kernel.
-
-        Returns (y, batch mean, unbiased batch variance) and updates nothing, so that a
-        recomputation in the backward (`SelectiveKernel(rematerialize=True)`) does not move
-        the moving averages twice.
-        """
-        import tensorflow as tf
-
-        return tf.compat.v1.nn.fused_batch_norm(
-            x, tf.cast(self.gamma.value, tf.float32), tf.cast(self.beta.value, tf.float32),
-            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        return y, mean, variance * n / ops.maximum(n - 1.0, 1.0)
 
     def update_moving_statistics(self, mean, variance):
         m = self.momentum

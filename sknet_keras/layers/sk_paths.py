@@ -122,13 +122,8 @@ def _train_forward(layer, inputs):
         stats += [mean, var]
     s = ops.mean(branch_sum(feats), axis=(1, 2))
     attn = layer.attn
-    # The fuse BN acts on (N, d): Keras' own batch normalization, as in the reference path.
-    h = ops.cast(attn.fuse_conv(s), "float32")
-    mean, var = ops.moments(h, axes=[0])
+    h, mean, var = attn.fuse_bn.normalize_batch(attn.fuse_conv(s))
     stats += [mean, var]
-    fuse = attn.fuse_bn
-    h = ops.batch_normalization(h, mean, var, axis=-1, offset=ops.cast(fuse.beta, "float32"),
-                                scale=ops.cast(fuse.gamma, "float32"), epsilon=fuse.epsilon)
     a = attn.attention(ops.relu(ops.cast(h, layer.compute_dtype)))
     return [select(feats, a), a] + stats
 
