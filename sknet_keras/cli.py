@@ -2,11 +2,9 @@
 
 - Errors in what the user asked for are one line on stderr (plus a hint to `--helpfull`)
   and exit status 2, not absl's usage dump or a traceback.
-- (Not active yet, see issue 19: subprocess results must first match in-process ones.) TensorFlow's CPU kernels: where the user has not set `TF_ENABLE_ONEDNN_OPTS`, these
-  commands run oneDNN's (TensorFlow's own default on AVX-512 CPUs, off on others). On an AVX2
-  CPU oneDNN ran the grouped convolutions' forward + backward 1.3–3.4× faster than the best
-  formulation on the Eigen kernels TensorFlow picks there (docs/performance.md). The variable only works before TensorFlow is
-  imported, which is why this is the commands' choice and not the library's.
+- TensorFlow's CPU kernels are left as the user set them: these commands do not switch
+  oneDNN on (`TF_ENABLE_ONEDNN_OPTS=1` before the command does; docs/performance.md has the
+  measured trade-off on an AVX2 CPU).
 - TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
 """
@@ -14,11 +12,6 @@
 import os
 import sys
 import tempfile
-
-
-def _prefer_onednn():
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def _quiet_tensorflow():
