@@ -1,8 +1,8 @@
-"""Every family trains alike on the JAX and PyTorch backends: same losses, same weights.
+"""Every family trains alike on the JAX and PyTorch backends: same losses, same gradients.
 
-The TensorFlow run here saves its initial weights; a child process with `KERAS_BACKEND` set
-loads them, fits the same batches with the same SGD, and returns its losses and final
-weights. Equal weights after the steps mean equal gradients at every step.
+The TensorFlow run here saves its weights before each of a few `fit` steps; a child process
+with `KERAS_BACKEND` set loads them before the same step, on the same batch, with the same
+SGD, and returns its losses, first-step gradients and BN moving statistics.
 """
 
 import importlib.util
@@ -18,6 +18,8 @@ import pytest
 from sknet_keras.applications import build_model
 from test_kernel_paths import FAMILY_NAMES, _assert_steps_equal, family_config
 
+pytestmark = pytest.mark.large
+
 STEPS, BATCH, SIZE, CLASSES = 3, 8, 64, 5
 
 _CHILD = """
@@ -28,8 +30,7 @@ from test_backends import fit_steps
 from test_kernel_paths import family_config
 out = {{}}
 for family in {families!r}:
-    losses, grads, weights = fit_steps(family_config(family),
-                                       {tmp!r} + "/" + family + ".weights.h5")
+    losses, grads, weights = fit_steps(family_config(family), {tmp!r} + "/" + family)
     prefix = {tmp!r} + "/" + family + "." + keras.backend.backend()
     np.savez(prefix + ".grads.npz", **grads)
     np.savez(prefix + ".weights.npz", **weights)
@@ -47,23 +48,28 @@ def data():
 LEARNING_RATE = 0.01
 
 
-def fit_steps(config, weights_path, save=False):
-    """The `fit` train step over STEPS batches (in order) from the weights in `weights_path`.
+def fit_steps(config, prefix, save=False):
+    """The `fit` train step over STEPS batches (in order), each from TensorFlow's weights.
 
-    Returns the batch losses, the first step's gradients ((w0 - w1) / lr of plain SGD) and
+    TensorFlow (`save=True`) writes its weights before each step to `{prefix}.step{i}.weights.h5`;
+    the other backends load them before the same step. So every step is compared from the
+    same weights: run freely, float32 rounding makes the trajectories of these mini networks
+    drift apart within three steps (seen: 10 % by the third loss, mini SK-ResNeXt, PyTorch).
+    Returns each step's loss, the first step's gradients ((w0 - w1) / lr of plain SGD) and
     every weight after it (BN moving statistics included).
     """
     keras.utils.set_random_seed(0)
     model = build_model(config, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
-    if save:
-        model.save_weights(weights_path)
-    else:
-        model.load_weights(weights_path)
     model.compile(keras.optimizers.SGD(LEARNING_RATE), "sparse_categorical_crossentropy")
-    start = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     x, y = data()
-    losses, grads = [], None
+    losses, grads, weights = [], None, None
     for i in range(STEPS):
+        path = f"{prefix}.step{i}.weights.h5"
+        if save:
+            model.save_weights(path)
+        else:
+            model.load_weights(path)
+        start = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
         batch = slice(i * BATCH, (i + 1) * BATCH)
         losses.append(float(model.train_on_batch(x[batch], y[batch])))
         if i == 0:
@@ -74,11 +80,13 @@ def fit_steps(config, weights_path, save=False):
     return losses, grads, weights
 
 
-# Differences beyond float32 noise that are not explained yet (the note of issue 19): the
-# first loss agrees to 1e-6 and the first units' gradients to 1e-5, but the last stage (2×2
-# maps, BN over 32 values) and the SK attention's BN (over the batch of 8) differ by up to
-# 20 % of their largest gradient. Reported, not failed, until understood.
-UNEXPLAINED = {("sk_resnet", "torch"), ("sk_resnext", "jax")}
+# How far float32 rounding alone moves these gradients: on TensorFlow, multiplying the input
+# by (1 + 1e-5·noise) changed mini ResNeXt's first-step gradients by 2.7 % (relative L2) and
+# 3e-5 by 4.1 %; mini SK-ResNet's by 0.4–0.5 %. (Batch-of-8 BN over 2×2 maps, and pre-ReLU
+# values within rounding of zero that change side.) The backends' forward activations agree
+# to 1e-5, so their gradients may differ that much; a wrong gradient differs by O(1), and a
+# wrong forward already fails the first loss (rtol 1e-5).
+GRAD_RTOL = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +96,7 @@ def tensorflow_steps(tmp_path_factory):
     steps = {}
     for family in FAMILY_NAMES:
         keras.backend.clear_session()
-        steps[family] = fit_steps(family_config(family),
-                                  str(folder / f"{family}.weights.h5"), save=True)
+        steps[family] = fit_steps(family_config(family), str(folder / family), save=True)
     return folder, steps
 
 
@@ -114,14 +121,8 @@ def test_every_family_fits_alike_on_other_backends(backend, package, tensorflow_
         np.testing.assert_allclose(losses[family][0], want_losses[0], rtol=1e-5,
                                    err_msg=f"{label}: first loss")
         got_grads = dict(np.load(tmp_path / f"{family}.{backend}.grads.npz"))
-        try:
-            _assert_steps_equal((losses[family][0], got_grads, {}),
-                                (want_losses[0], want_grads, {}), label)
-        except AssertionError as e:
-            if (family, backend) not in UNEXPLAINED:
-                raise
-            print(f"unexplained, reported: {str(e).strip().splitlines()[0]}")
-            continue
+        _assert_steps_equal((losses[family][0], got_grads, {}),
+                            (want_losses[0], want_grads, {}), label, grad_rtol=GRAD_RTOL)
         # The BN moving statistics after the first step (unbiased variance on every backend).
         got = np.load(tmp_path / f"{family}.{backend}.weights.npz")
         assert sorted(got.files) == sorted(want_weights), family
@@ -130,8 +131,6 @@ def test_every_family_fits_alike_on_other_backends(backend, package, tensorflow_
                 continue  # trainable: checked through the gradients
             np.testing.assert_allclose(got[path], want, rtol=1e-4, atol=1e-5,
                                        err_msg=f"{label}: {path} after the first step")
-        # The later steps: rounding differences grow through batch-of-8 BN statistics (the
-        # steps themselves agree: the same weights give the same next step), so the losses
-        # are compared loosely; a wrong layer is O(1).
-        np.testing.assert_allclose(losses[family], want_losses, rtol=3e-3,
+        # Every step from the same weights: the same loss.
+        np.testing.assert_allclose(losses[family], want_losses, rtol=1e-5,
                                    err_msg=f"{label}: losses")

@@ -201,21 +201,35 @@ def one_training_step(config, seed=0):
             {v.path: v.numpy() for v in model.trainable_variables})
 
 
-def _assert_steps_equal(got, want, label):
+def _assert_steps_equal(got, want, label, grad_rtol=1e-2):
     """Equal within float32 noise. At initialization with a batch of 4, the BN backward
     amplifies rounding: two correct formulations differ by up to ~0.4 % of a variable's
-    largest gradient in the first units. A wrong formulation differs by O(1)."""
+    largest gradient in the first units. A wrong formulation differs by O(1).
+
+    Float32 noise also moves a pre-ReLU value that lies within ~1e-6 of zero to the other
+    side of the kink (seen: one value of 2e-6 at `conv4_block1_add`, TensorFlow vs PyTorch,
+    whose forward activations agree to 1e-5 everywhere). That flips the gradient through one
+    position, and with it a few elements of the variables upstream of it. So per variable at
+    most 1 % of the elements (or 2) may lie beyond the tolerance; a wrong formulation
+    disturbs most of them, and the global relative L2 stays bounded.
+
+    `grad_rtol` bounds the global relative L2 and, ×2, each element's difference relative to
+    its variable's largest gradient. Across backends the rounding differs in every layer,
+    not in one, and the bound is wider (see tests/test_backends.py).
+    """
     (loss, grads, weights), (ref_loss, ref_grads, ref_weights) = got, want
     np.testing.assert_allclose(loss, ref_loss, rtol=2e-4, err_msg=label)
     assert grads.keys() == ref_grads.keys()
     flat = np.concatenate([grads[p].ravel() for p in ref_grads])
     ref_flat = np.concatenate([ref_grads[p].ravel() for p in ref_grads])
     rel = np.linalg.norm(flat - ref_flat) / np.linalg.norm(ref_flat)
-    assert rel < 1e-2, f"{label}: gradients differ by {rel:.2e} (relative L2)"
+    assert rel < grad_rtol, f"{label}: gradients differ by {rel:.2e} (relative L2)"
     for path in ref_grads:
         scale = max(np.abs(ref_grads[path]).max(), 1e-3)
-        np.testing.assert_allclose(grads[path] / scale, ref_grads[path] / scale, atol=2e-2,
-                                   err_msg=f"{label}: gradient of {path}")
+        off = np.abs(grads[path] - ref_grads[path]) / scale > 2 * grad_rtol
+        assert off.sum() <= max(2, 0.01 * off.size), (
+            f"{label}: gradient of {path}: {off.sum()} of {off.size} elements differ by more "
+            f"than {2 * grad_rtol:.0%} of its largest ({np.abs(grads[path] - ref_grads[path]).max() / scale:.2e})")
     for path in ref_weights:
         scale = max(np.abs(ref_grads[path]).max(), 1e-3)
         # The SGD step moved each weight by 0.1 × its gradient: the same tolerance, scaled.
@@ -224,6 +238,7 @@ def _assert_steps_equal(got, want, label):
                                    err_msg=f"{label}: weight {path} after the step")
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_family_training_step_equals_sliced_convolutions(family, monkeypatch):
     config = family_config(family)
@@ -273,6 +288,7 @@ with open({path!r}, "wb") as f:
 """
 
 
+@pytest.mark.large
 @pytest.mark.cross_kernels
 def test_every_family_steps_alike_under_eigen_and_onednn(tmp_path):
     """One process per kernel set; every family's training step must agree between them."""
