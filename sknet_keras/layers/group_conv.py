@@ -76,7 +76,10 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 # Eigen choices, fwd+bwd at batch 16 (docs/performance.md): "depthwise_sum" beats "split" at
 # cin/g <= 4 (ResNeXt conv2 325 vs 414 ms, SENet-154 conv2 cin/g = 2: 396 vs 757 ms), "split"
 # wins from cin/g = 8 (169 vs 354 ms) to 32; a custom gradient around the native forward (a
-# third correct formulation) was slower than both (665 ms on ResNeXt conv2).
+# third correct formulation) was slower than both (665 ms on ResNeXt conv2), and so was one
+# dense conv with a block-diagonal kernel on small maps (SKNet-26 at 32×32, batch 64: 33 s
+# per training step against 5.1 s; there Keras' ResNet50 takes 5.7 s, so the Eigen kernels
+# themselves, not the grouped formulations, set the pace).
 
 DEPTHWISE_SUM_MAX_GROUP_CHANNELS = 4
 
