@@ -37,3 +37,28 @@ def _fresh_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# --- test tiers (as keras-hub and keras-cv have them) ----------------------------------------
+# default: layers, every family through the harness, fast checks (minutes on 2 cores);
+# large: trains, converts or starts TensorFlow subprocesses (the CPU kernel sets, backends);
+# extra_large: whole-size networks and end-to-end runs of the commands.
+# `--run_large` runs default + large, `--run_extra_large` every tier. CI runs every tier.
+
+def pytest_addoption(parser):
+    parser.addoption("--run_large", action="store_true", default=False,
+                     help="also run the tests marked large")
+    parser.addoption("--run_extra_large", action="store_true", default=False,
+                     help="also run the tests marked large and extra_large")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_extra_large = config.getoption("--run_extra_large")
+    run_large = config.getoption("--run_large") or run_extra_large
+    skip_large = pytest.mark.skip(reason="tier large: pass --run_large to run it")
+    skip_extra_large = pytest.mark.skip(reason="tier extra_large: pass --run_extra_large to run it")
+    for item in items:
+        if item.get_closest_marker("extra_large") and not run_extra_large:
+            item.add_marker(skip_extra_large)
+        elif item.get_closest_marker("large") and not run_large:
+            item.add_marker(skip_large)

@@ -278,6 +278,7 @@ def test_miniature_size_table_bins_images_by_object_size():
 
 # --- command line --------------------------------------------------------------------------
 
+@pytest.mark.large
 def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
     (tmp_path / "empty").mkdir()
     write_folder(str(tmp_path / "nested" / "train"))  # a trainer image folder's layout
@@ -344,6 +345,7 @@ def assert_same_numbers(got, want, where="summary"):
         assert got == want, (where, got, want)
 
 
+@pytest.mark.large
 def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path):
     from sknet_keras.trainers.loop import latest_checkpoint, restore_checked
 
@@ -380,6 +382,7 @@ def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path)
         assert close == same
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend,package", [("jax", "jax"), ("torch", "torch")])
 def test_other_backends_give_the_tensorflow_numbers(backend, package, folder_run, tmp_path):
     import importlib.util

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.large
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 CMD = [sys.executable, "-m", "sknet_keras.benchmark"]
 

@@ -42,6 +42,7 @@ def test_mini_networks_reproduce_timm_logits(config, stem, tmp_path):
     assert rel_err(model.predict(x, verbose=0), g["logits"]) < 1e-5
 
 
+@pytest.mark.extra_large
 @pytest.mark.parametrize("model_name,stem", [("sknet50", "skresnext50_32x4d"),
                                              ("skresnet18", "skresnet18")])
 def test_full_networks_reproduce_timm_logits_through_the_cli(model_name, stem, tmp_path):

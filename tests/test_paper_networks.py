@@ -10,6 +10,8 @@ from sknet_keras.applications import build_model
 from sknet_keras.complexity import count_macs
 from sknet_keras.registry import ENTRIES, MODELS
 
+pytestmark = pytest.mark.extra_large
+
 # The names of the SKNet paper's Tables 3, 5 (CIFAR), 6 and 7 (part of the interface).
 PAPER_NAMES = (
     "resnext50_wider", "resnext56", "resnext50_36x4d",

@@ -66,6 +66,7 @@ def test_this_machines_flags_are_read():
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
+@pytest.mark.large
 def test_the_trainer_says_its_precision_first_and_refuses_bf16_it_cannot_train(tmp_path):
     """Through the command: the first line names the precision and why; bfloat16 on a CPU
     without native bf16 is one line and status 2, with nothing written."""

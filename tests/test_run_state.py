@@ -19,6 +19,8 @@ from sknet_keras.trainers.loop import CheckpointError, restore_checked
 from sknet_keras.applications import build_model
 from sknet_keras.weights.files import read_weights, save_weights
 
+pytestmark = pytest.mark.large
+
 # The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 ENV["PYTHONUNBUFFERED"] = "1"

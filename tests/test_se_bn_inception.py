@@ -335,6 +335,7 @@ def test_registry_builders_and_bad_configs():
     assert len(caffe_mapping(plain)) == len(caffe_mapping(CONFIG)) - 40
 
 
+@pytest.mark.large
 def test_the_trainer_trains_it_by_name(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run(

@@ -187,6 +187,7 @@ def test_mini_network_reproduces_torchvision_logits(tmp_path):
     assert rel_err(model.predict(x, verbose=0), logits) < 1e-4
 
 
+@pytest.mark.large
 def test_full_network_reproduces_torchvision_logits_through_the_cli(tmp_path):
     out = tmp_path / "x0_5.h5"
     subprocess.run([sys.executable, "-m", "sknet_keras.convert", "--source=torchvision",
@@ -257,6 +258,7 @@ def test_applications_and_presets():
     assert get_entry("shufflenet_v2_x1_0_sk").paper.gflops == 145.66
 
 
+@pytest.mark.large
 def test_trainer_trains_the_sk_variant_by_name(tmp_path):
     subprocess.run([sys.executable, "-m", "sknet_keras.trainers.train",
                     "--model=shufflenet_v2_x0_5_sk", "--recipe=digits", "--max_steps=2",

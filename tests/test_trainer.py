@@ -20,6 +20,8 @@ import tensorflow as tf
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
 
+pytestmark = pytest.mark.large
+
 # The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 ENV["PYTHONUNBUFFERED"] = "1"
@@ -168,14 +170,14 @@ from sknet_keras.trainers.loop import Trainer
 from sknet_keras.trainers.task import ClassificationTask
 spec = datasets.load_spec("digits")
 losses = []
-config = recipe("digits").override(name="mini_sknet", epochs=3, steps_per_epoch=22,
-                                   steps_per_loop=22, precision="float32", normalization="torch",
+config = recipe("digits").override(name="mini_sknet", epochs=2, steps_per_epoch=12,
+                                   steps_per_loop=12, precision="float32", normalization="torch",
                                    sync_bn=sys.argv[1] == "sync",
                                    rematerialize=sys.argv[1] == "remat")
 task = ClassificationTask(config, spec)
 trainer = Trainer(task, strategy, tempfile.mkdtemp(), log=lambda *a: None)
-for epoch in range(3):
-    task.total_steps = 22 * (epoch + 1)
+for epoch in range(2):
+    task.total_steps = 12 * (epoch + 1)
     h = trainer.train()
     losses.append(h["loss"])
 bn = trainer.model.get_layer("conv2_block1_1_bn")

@@ -387,6 +387,7 @@ def test_backbone_learning_rate_multiplier(tmp_path):
                                deltas[1.0]["predictions/kernel"], rtol=1e-3, atol=5e-8)
 
 
+@pytest.mark.large
 def test_finetuning_from_imagenet_weights_on_the_command_line(tmp_path):
     """`--weights=imagenet`: a local release file stands in for the download."""
     import json
