@@ -44,7 +44,7 @@ def _quiet_tensorflow():
             os.close(saved)
 
 
-_BATCH_COMMANDS = ("sknet_keras.trainers.train", "sknet_keras.trainers.evaluate")
+_BATCH_COMMANDS = ("sknet_keras.trainers.train", "sknet_keras.trainers.evaluate", "sknet-train")
 
 
 def _command():
@@ -58,7 +58,7 @@ def _command():
 def _choose_cpu_kernels():
     if "tensorflow" in sys.modules or "TF_ENABLE_ONEDNN_OPTS" in os.environ:
         return
-    if _command() in _BATCH_COMMANDS + ("sknet-train",):
+    if _command() in _BATCH_COMMANDS:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
 

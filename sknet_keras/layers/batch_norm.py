@@ -22,15 +22,20 @@ _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
 def _fused_ok(layer, inputs, mask):
     return (
-        keras.backend.backend() == "tensorflow"
+        layer._own_training(mask)
+        and keras.backend.backend() == "tensorflow"
         and len(inputs.shape) == 4
         and layer.axis in (-1, 3)
-        and mask is None
-        and not getattr(layer, "synchronized", False)
-        and not getattr(layer, "renorm", False)
-        and layer.center
-        and layer.scale
     )
+
+
+def _fused_input(layer, x):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+        x = tf.cast(x, layer.compute_dtype)
+    return x
 
 
 @_register
@@ -46,7 +51,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         super().__init__(*args, synchronized=synchronized, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
-        if training and self.trainable and self._own_training(inputs, mask):
+        if training and self.trainable and self._own_training(mask):
             y, mean, variance = self.normalize_batch(inputs)
             self.update_moving_statistics(mean, variance)
             return ops.cast(y, self.compute_dtype)
@@ -54,9 +59,7 @@ class BatchNorm(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(inputs)
-        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-            x = tf.cast(x, self.compute_dtype)
+        x = _fused_input(self, inputs)
         gamma = tf.cast(self.gamma.value, tf.float32)
         beta = tf.cast(self.beta.value, tf.float32)
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
@@ -66,8 +69,8 @@ class BatchNorm(keras.layers.BatchNormalization):
             epsilon=self.epsilon, data_format="NHWC", is_training=False)
         return y
 
-    def _own_training(self, inputs, mask):
-        """Training BN this class computes itself (else Keras' own: masks, renorm, sync)."""
+    def _own_training(self, mask):
+        """BN this class computes itself (else Keras' own: masks, renorm, sync)."""
         return (mask is None and not self.synchronized and not getattr(self, "renorm", False)
                 and self.center and self.scale)
 
@@ -83,12 +86,9 @@ class BatchNorm(keras.layers.BatchNormalization):
         if _fused_ok(self, x, None):
             import tensorflow as tf
 
-            x = tf.convert_to_tensor(x)
-            if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-                x = tf.cast(x, self.compute_dtype)
             return tf.compat.v1.nn.fused_batch_norm(
-                x, tf.cast(self.gamma.value, tf.float32), tf.cast(self.beta.value, tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=True)
+                _fused_input(self, x), tf.cast(self.gamma.value, tf.float32),
+                tf.cast(self.beta.value, tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
         x = ops.cast(x, "float32")
         axis = self.axis % len(x.shape)
         axes = [i for i in range(len(x.shape)) if i != axis]
