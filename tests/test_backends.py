@@ -134,3 +134,54 @@ def test_every_family_fits_alike_on_other_backends(backend, package, tensorflow_
         # Every step from the same weights: the same loss.
         np.testing.assert_allclose(losses[family], want_losses, rtol=1e-5,
                                    err_msg=f"{label}: losses")
+
+
+_JAX_PATHS_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import conftest, jax, jax.numpy as jnp, numpy as np
+from sknet_keras.layers import GroupConv2D, group_conv
+from test_kernel_paths import CONVS, numpy_conv_and_grads
+chosen_paths = {{}}
+rng = np.random.default_rng(0)
+choose = group_conv.conv_path
+for kernel, stride, dilation, groups, channels, size in CONVS:
+    chosen = choose(groups, channels, (dilation, dilation), "float32", channels)
+    chosen_paths[str((kernel, stride, dilation, groups, channels))] = chosen
+    for path in ("keras", "split") + (("taps",) if groups == channels else ()):
+        group_conv.conv_path = lambda *args, path=path: path
+        x = rng.standard_normal((2, size, size + 1, channels)).astype("float32")
+        layer = GroupConv2D(channels, kernel, strides=stride, dilation_rate=dilation,
+                            groups=groups)
+        layer.build(x.shape)
+        layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype("float32"))
+        r = rng.standard_normal(layer.compute_output_shape(x.shape)).astype("float32")
+
+        def loss(x, k):
+            y, _ = layer.stateless_call([k], [], x)
+            return jnp.sum(y * r), y
+
+        (_, y), (gx, gk) = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(
+            x, layer.kernel.value)
+        want = numpy_conv_and_grads(x, np.asarray(layer.kernel.value), r, stride, dilation,
+                                    dilation * (kernel - 1) // 2, groups)
+        for name, got, ref in zip(("output", "input gradient", "kernel gradient"),
+                                  (y, gx, gk), want):
+            np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-3,
+                                       err_msg=f"{{(kernel, stride, dilation, groups)}} {{path}}: {{name}}")
+print("CHOSEN", chosen_paths)
+"""
+
+
+def test_every_jax_conv_path_equals_numpy():
+    """JAX on the CPU runs grouped convs per group and depthwise ones as taps (group_conv's
+    table): each formulation's output and gradients against NumPy's, for every conv shape."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")
+    code = _JAX_PATHS_CHILD.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    chosen = proc.stdout.split("CHOSEN", 1)[1]
+    assert "'split'" in chosen and "'taps'" in chosen, chosen  # the CPU choices did run

@@ -7,9 +7,9 @@ Written by hand because Keras' `Conv2D` falls short here in three ways:
 - on the TensorFlow backend `Conv2D(groups > 1)` runs a nested XLA-compiled function that is
   much slower on CPU than `tf.nn.conv2d` with the grouped kernel (oneDNN and cuDNN
   handle groups natively), and TensorFlow's Eigen CPU kernels (its default without AVX-512)
-  cannot differentiate grouped or dilated convolutions at all. On TensorFlow this layer picks
-  a formulation for the kernels the process has (`conv_path`, with its table below);
-  elsewhere it uses `keras.ops.conv`, which infers groups from the kernel shape.
+  cannot differentiate grouped or dilated convolutions at all; and XLA's CPU backend (JAX)
+  differentiates a grouped conv ~90× slower than one conv per group. This layer picks a
+  formulation for the backend and kernels the process has (`conv_path`, table below).
 
 Strided dilated convolutions are computed exactly and cheaply (docs/architecture.md): when the dilation
 is a multiple of the stride, a stride-s, dilation-d, pad-p conv equals a stride-1,
@@ -62,7 +62,10 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 #
 # | where                                | convolution              | path             |
 # |--------------------------------------|--------------------------|------------------|
-# | JAX / PyTorch backend                | any                      | "keras"          |
+# | PyTorch backend; JAX on a GPU / TPU  | any                      | "keras"          |
+# | JAX on the CPU                       | groups 1; depthwise ×m   | "keras"          |
+# | JAX on the CPU                       | depthwise (cin/g = 1)    | "taps"           |
+# | JAX on the CPU                       | cin/g > 1                | "split"          |
 # | GPU; CPU with oneDNN                 | any                      | "native"         |
 # | CPU with oneDNN, bf16 (native)       | grouped and dilated      | "space_to_batch" |
 # | CPU, Eigen kernels                   | groups 1, no dilation    | "native"         |
@@ -80,16 +83,30 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 # dense conv with a block-diagonal kernel on small maps (SKNet-26 at 32×32, batch 64: 33 s
 # per training step against 5.1 s; there Keras' ResNet50 takes 5.7 s, so the Eigen kernels
 # themselves, not the grouped formulations, set the pace).
+# JAX on the CPU (XLA's CPU convolution; docs/performance.md), fwd / fwd+bwd, batch 8: a
+# grouped conv as one `feature_group_count` conv takes 135 / 10888 ms at 32×32×128, g32, one
+# conv per group ("split") 70 / 119 ms, a block-diagonal dense conv 113 / 513 ms, depthwise-
+# and-sum 187 / 43036 ms; a depthwise conv (ShuffleNetV2, 28×28×116) 72 / 263 ms native,
+# 3.4 / 56 ms as a sum over the kernel's taps of shifted slices times per-channel weights.
 
 DEPTHWISE_SUM_MAX_GROUP_CHANNELS = 4
 
-PATHS = ("keras", "native", "space_to_batch", "depthwise", "depthwise_sum", "split")
+PATHS = ("keras", "native", "space_to_batch", "depthwise", "depthwise_sum", "split", "taps")
 
 
-def conv_path(groups, in_channels, dilation, dtype):
-    """The formulation (one of `PATHS`) that runs this convolution; see the table above."""
-    if keras.backend.backend() != "tensorflow":
-        return "keras"
+def conv_path(groups, in_channels, dilation, dtype, filters=None):
+    """The formulation (one of `PATHS`) that runs this convolution; see the table above.
+
+    `filters` (output channels) tells a depthwise conv from one with a channel multiplier.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if backend != "jax" or not kernel_support.jax_on_cpu() or groups == 1:
+            return "keras"
+        group_channels = in_channels // groups
+        if group_channels > 1:
+            return "split"
+        return "taps" if filters == groups else "keras"
     dilated = max(dilation) > 1
     if kernel_support.gpu_available():
         return "native"
@@ -154,6 +171,34 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size):
     shape = tf.shape(y)
     y = tf.reshape(y, tf.concat([shape[:3], [groups, group_in, group_out]], 0))
     return tf.reshape(tf.reduce_sum(y, axis=4), tf.concat([shape[:3], [filters]], 0))
+
+
+def _keras_conv(path, x, kernel, groups, strides, dilation, padding):
+    """Run one of the other backends' paths with `keras.ops` (`x` padded when VALID)."""
+    if path == "keras":
+        return ops.conv(x, kernel, strides=strides, padding=padding.lower(),
+                        dilation_rate=dilation)
+    if path == "split":
+        return ops.concatenate(
+            [ops.conv(a, b, strides=strides, padding=padding.lower(), dilation_rate=dilation)
+             for a, b in zip(ops.split(x, groups, axis=-1), ops.split(kernel, groups, axis=-1))],
+            axis=-1)
+    # "taps": depthwise, one output per channel: Σ over taps of a shifted slice × the tap's
+    # per-channel weights (elementwise work whose gradient XLA fuses; see the table).
+    kh, kw = kernel.shape[:2]
+    (sh, sw), (dh, dw) = strides, dilation
+    if padding == "SAME":  # used only where it equals symmetric padding (stride 1)
+        ph, pw = dh * (kh - 1) // 2, dw * (kw - 1) // 2
+        x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+    h, w = x.shape[1], x.shape[2]
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = x[:, i * dh: i * dh + sh * (ho - 1) + 1: sh,
+                    j * dw: j * dw + sw * (wo - 1) + 1: sw, :] * kernel[i, j, 0]
+            y = tap if y is None else y + tap
+    return y
 
 
 def subsample(x, sh, sw):
@@ -252,10 +297,11 @@ class GroupConv2D(keras.layers.Layer):
             x = ops.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
         padding = "SAME" if same else "VALID"
         kernel = ops.cast(self.kernel, self.compute_dtype)
-        path = conv_path(self.groups, inputs.shape[-1], (dil_h, dil_w), self.compute_dtype)
-        if path == "keras":
-            y = ops.conv(x, kernel, strides=(st_h, st_w), padding=padding.lower(),
-                         dilation_rate=(dil_h, dil_w))
+        path = conv_path(self.groups, inputs.shape[-1], (dil_h, dil_w), self.compute_dtype,
+                         self.filters)
+        if keras.backend.backend() != "tensorflow":
+            y = _keras_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w),
+                            padding)
         else:
             in_f32 = compute_float32(self.compute_dtype)
             if in_f32:

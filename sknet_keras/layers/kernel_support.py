@@ -23,6 +23,13 @@ def onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def jax_on_cpu():
+    """JAX (the Keras backend) computes on the CPU, where XLA's grouped convs are slow."""
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def gpu_available():
     """A GPU is visible (physical devices: asking does not initialize TensorFlow's runtime,
     which would fix the logical-device split before a strategy can make it)."""
