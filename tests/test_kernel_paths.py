@@ -309,3 +309,30 @@ def test_every_family_steps_alike_under_eigen_and_onednn(tmp_path):
     for family in FAMILY_NAMES:
         _assert_steps_equal(results["eigen"]["steps"][family],
                             results["onednn_avx2"]["steps"][family], family)
+
+
+# --- inference: BatchNorm after a convolution -------------------------------------------------
+
+def test_inference_batchnorm_equals_its_formula_and_is_folded_only_where_cheap(rng):
+    """Inference BN is (x - mean) / sqrt(var + eps) · gamma + beta under every kernel set.
+    FusedBatchNormV3 (which Grappler folds into the convolution) is emitted except with oneDNN
+    on the CPU, where the folded convolution made ResNeXt-50's batch-1 inference 11× slower
+    (batch_norm._fold_costs_per_call)."""
+    from sknet_keras.layers import BatchNorm
+
+    conv, bn = GroupConv2D(16, 3, groups=4), BatchNorm(epsilon=1e-3)
+    x = tf.constant(rng.standard_normal((2, 9, 9, 16)).astype("float32"))
+    conv.build(x.shape)
+    bn.build((2, 9, 9, 16))
+    for var in (bn.gamma, bn.beta, bn.moving_mean):
+        var.assign(rng.uniform(-1, 1, 16).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.5, 2, 16).astype("float32"))
+
+    infer = tf.function(lambda x: bn(conv(x), training=False))
+    y = conv(x).numpy()
+    want = ((y - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + 1e-3)
+            * bn.gamma.numpy() + bn.beta.numpy())
+    np.testing.assert_allclose(infer(x).numpy(), want, rtol=1e-5, atol=1e-5)
+    ops = {op.type for op in infer.get_concrete_function(x).graph.get_operations()}
+    folded_here = not (kernel_support.onednn_enabled() and not kernel_support.gpu_available())
+    assert ("FusedBatchNormV3" in ops) == folded_here, sorted(ops)

@@ -3,7 +3,8 @@
 Written because Keras 3 computes batch normalization from separate ops (moments, then
 scale and shift: three passes over the activations in training), while TensorFlow's
 `FusedBatchNormV3` does it in one oneDNN/cuDNN kernel, and at inference lets Grappler fold
-it into the preceding convolution. Same variables, names and config as Keras' layer, so
+it into the preceding convolution (except with oneDNN on the CPU, where the folded
+convolution is the slow one: `_fold_costs_per_call`). Same variables, names and config as Keras' layer, so
 weight files and converters are unaffected. Like PyTorch and cuDNN, the moving variance is
 updated with the unbiased batch variance.
 
@@ -27,6 +28,17 @@ def _fused_ok(layer, inputs, mask):
         and len(inputs.shape) == 4
         and layer.axis in (-1, 3)
     )
+
+
+def _fold_costs_per_call():
+    """Whether Grappler's folding of inference BN into the convolution before it costs more
+    than it saves: with oneDNN on the CPU, the folded conv + BN redoes work at every call
+    (measured: ResNeXt-50 at batch 1, 3.9 s a call folded, 0.36 s unfolded; four 3×3
+    convs of 56×56×128 + BN, 642 ms against 150–158 ms; docs/performance.md). The Eigen
+    kernels and the GPU fold without that cost, and keep the fused kernel."""
+    from sknet_keras.layers import kernel_support
+
+    return kernel_support.onednn_enabled() and not kernel_support.gpu_available()
 
 
 def _fused_input(layer, x):
@@ -58,6 +70,13 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not _fused_ok(self, inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
+
+        if _fold_costs_per_call():
+            # Scale and shift, as Keras computes it: no FusedBatchNormV3 for Grappler to fold.
+            x = ops.cast(inputs, "float32")
+            scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+            shift = self.beta - self.moving_mean * scale
+            return ops.cast(x * scale + shift, self.compute_dtype)
 
         x = _fused_input(self, inputs)
         gamma = tf.cast(self.gamma.value, tf.float32)
