@@ -2,7 +2,8 @@
 
     python tools/backend_speed.py --model=sknet50 --batch_size=16 --backends=tensorflow,jax
 
-Each backend runs in its own process (a Keras backend is fixed at import) and times
+Each backend runs in its own process (a Keras backend is fixed at import; `tensorflow:eigen`
+and `tensorflow:onednn` choose TensorFlow's CPU kernels, `TF_ENABLE_ONEDNN_OPTS`) and times
 `predict_on_batch` and `train_on_batch` (SGD) of the model and of Keras' ResNet50 on the same
 random batch: median of `--repeats` calls after two untimed ones. Printed as img/s and as
 ratios (to ResNet50 on the same backend, and to TensorFlow), so that the figures of one
@@ -136,23 +137,28 @@ def main():
                f"--repeats={args.repeats}", f"--timm={args.timm}"]
         if backend == "timm+compile":
             cmd.append("--compiled")
-        proc = subprocess.run(cmd, env=dict(os.environ, KERAS_BACKEND=backend.split("+")[0]),
-                              capture_output=True, text=True)
+        env = dict(os.environ, KERAS_BACKEND=backend.split("+")[0].split(":")[0])
+        if backend.startswith("tensorflow:"):  # tensorflow:eigen / tensorflow:onednn
+            env["TF_ENABLE_ONEDNN_OPTS"] = {"eigen": "0", "onednn": "1"}[backend.split(":")[1]]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             sys.exit(f"backend {backend} failed: {last}")
         line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
         results[backend] = json.loads(line[len("RESULT"):])
-    base = results.get("tensorflow")
+    base = next((results[b] for b in results if b.startswith("tensorflow")), None)
     print(f"{args.model}, batch {args.batch_size}, {args.image_size}², float32")
-    print(f"{'backend':14s} {'mode':8s} {'img/s':>8s} {'vs ResNet50':>12s} {'vs TF':>7s}")
+    compiled = results.get("timm+compile")
+    print(f"{'backend':18s} {'mode':8s} {'img/s':>8s} {'vs ResNet50':>12s} {'vs TF':>7s}"
+          + (f" {'vs compiled timm':>17s}" if compiled else ""))
     for backend, res in results.items():
         for mode in ("predict", "train"):
             key = f"{mode}_img_s"
             speed = res[args.model][key]
             vs_tf = f"{speed / base[args.model][key]:.2f}" if base else "-"
-            print(f"{backend:14s} {mode:8s} {speed:8.2f} "
-                  f"{speed / res['resnet50'][key]:12.2f} {vs_tf:>7s}")
+            print(f"{backend:18s} {mode:8s} {speed:8.2f} "
+                  f"{speed / res['resnet50'][key]:12.2f} {vs_tf:>7s}"
+                  + (f" {speed / compiled[args.model][key]:17.2f}" if compiled else ""))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

@@ -3,8 +3,8 @@
 Written because Keras 3 computes batch normalization from separate ops (moments, then
 scale and shift: three passes over the activations in training), while TensorFlow's
 `FusedBatchNormV3` does it in one oneDNN/cuDNN kernel, and at inference lets Grappler fold
-it into the preceding convolution (except with oneDNN on the CPU, where the folded
-convolution is the slow one: `_fold_costs_per_call`). Same variables, names and config as Keras' layer, so
+it into the preceding convolution (except with oneDNN on the CPU at batch 1, where the
+folded convolution is the slow one: `_fold_costs_per_call`). Same variables, names and config as Keras' layer, so
 weight files and converters are unaffected. Like PyTorch and cuDNN, the moving variance is
 updated with the unbiased batch variance.
 
@@ -30,15 +30,17 @@ def _fused_ok(layer, inputs, mask):
     )
 
 
-def _fold_costs_per_call():
+def _fold_costs_per_call(batch_size):
     """Whether Grappler's folding of inference BN into the convolution before it costs more
-    than it saves: with oneDNN on the CPU, the folded conv + BN redoes work at every call
-    (measured: ResNeXt-50 at batch 1, 3.9 s a call folded, 0.36 s unfolded; four 3×3
-    convs of 56×56×128 + BN, 642 ms against 150–158 ms; docs/performance.md). The Eigen
-    kernels and the GPU fold without that cost, and keep the fused kernel."""
+    than it saves: with oneDNN on the CPU, at batch 1, the folded convolutions are ~10×
+    slower (SKNet-50 0.40 against 4.29 img/s unfolded, SE-BN-Inception 1.30 against 11.08);
+    from batch 2 up folding is 0–7 % faster (docs/performance.md). A batch size unknown when
+    traced (a served model) may be 1, so it is not folded there either. The Eigen kernels
+    and the GPU fold at every batch size."""
     from sknet_keras.layers import kernel_support
 
-    return kernel_support.onednn_enabled() and not kernel_support.gpu_available()
+    return (batch_size in (None, 1) and kernel_support.onednn_enabled()
+            and not kernel_support.gpu_available())
 
 
 def _fused_input(layer, x):
@@ -71,7 +73,7 @@ class BatchNorm(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        if _fold_costs_per_call():
+        if _fold_costs_per_call(inputs.shape[0]):
             # Scale and shift, as Keras computes it: no FusedBatchNormV3 for Grappler to fold.
             x = ops.cast(inputs, "float32")
             scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
