@@ -161,7 +161,8 @@ for kernel, stride, dilation, groups, channels, size in CONVS:
             y, _ = layer.stateless_call([k], [], x)
             return jnp.sum(y * r), y
 
-        (_, y), (gx, gk) = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(
+        # Eager (no jit): the same formulation, without a compile per case.
+        (_, y), (gx, gk) = jax.value_and_grad(loss, (0, 1), has_aux=True)(
             x, layer.kernel.value)
         want = numpy_conv_and_grads(x, np.asarray(layer.kernel.value), r, stride, dilation,
                                     dilation * (kernel - 1) // 2, groups)
