@@ -71,14 +71,13 @@ class BatchNorm(keras.layers.BatchNormalization):
             return ops.cast(y, self.compute_dtype)
         if not _fused_ok(self, inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
         if _fold_costs_per_call(inputs.shape[0]):
             # Scale and shift, as Keras computes it: no FusedBatchNormV3 for Grappler to fold.
             x = ops.cast(inputs, "float32")
             scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
             shift = self.beta - self.moving_mean * scale
             return ops.cast(x * scale + shift, self.compute_dtype)
+        import tensorflow as tf
 
         x = _fused_input(self, inputs)
         gamma = tf.cast(self.gamma.value, tf.float32)

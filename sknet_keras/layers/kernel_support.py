@@ -23,6 +23,7 @@ def onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+@functools.lru_cache(maxsize=None)
 def jax_on_cpu():
     """JAX (the Keras backend) computes on the CPU, where XLA's grouped convs are slow."""
     import jax
