@@ -108,7 +108,13 @@ def _data(batch_size, image_size, seed=0):
 def runners(model, x, y, modes, jit_compile):
     import tensorflow as tf
 
-    forward = tf.function(lambda t: model(t, training=False), jit_compile=jit_compile)
+    from sknet_keras.layers import sk_paths
+
+    def call(t):
+        with sk_paths.fused_inference_scope():  # a function that stays in TensorFlow
+            return model(t, training=False)
+
+    forward = tf.function(call, jit_compile=jit_compile)
     xt = tf.constant(x)
     table = {
         "predict": lambda: model.predict_on_batch(x),

@@ -105,6 +105,43 @@ def test_model_fast_paths_equal_reference_model(rng):
                                rtol=1e-4, atol=1e-6)
 
 
+def test_fused_path_runs_only_where_the_graph_stays_in_tensorflow(monkeypatch, tmp_path):
+    """Eager calls, `predict` and `fused_inference_scope` take the XLA-fused path; any
+    other trace (exports, converters, a user's tf.function) gets plain ops, and the
+    exported graph holds no XLA function."""
+    from sknet_keras.layers import sk_paths
+
+    model = build_model(MINI_SKRESNEXT, input_shape=(32, 32, 3), classes=5)
+    x = np.zeros((2, 32, 32, 3), "float32")
+    calls = []
+    real = sk_paths.fused_inference
+    monkeypatch.setattr(sk_paths, "fused_inference",
+                        lambda layer, inputs: calls.append(layer.name) or real(layer, inputs))
+    sk_layers = sum(isinstance(layer, SelectiveKernel) for layer in model.layers)
+
+    def fused_calls(run):
+        calls.clear()
+        run()
+        return len(calls)
+
+    assert fused_calls(lambda: model(x, training=False)) == sk_layers
+    assert fused_calls(lambda: model.predict(x, verbose=0)) == sk_layers
+    assert fused_calls(lambda: tf.function(lambda t: model(t, training=False))(x)) == 0
+
+    def in_scope(t):
+        with sk_paths.fused_inference_scope():
+            return model(t, training=False)
+
+    assert fused_calls(lambda: tf.function(in_scope)(x)) == sk_layers
+    assert fused_calls(lambda: model.export(str(tmp_path / "sm"), verbose=False)) == 0
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    graph = served.serve.get_concrete_function(
+        tf.TensorSpec((None, 32, 32, 3))).graph.as_graph_def()
+    compiled = [f.signature.name for f in graph.library.function
+                if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+    assert not compiled, compiled[:3]
+
+
 def test_group_conv_same_padding_path_equals_explicit_padding(rng):
     """The stride-1 "SAME" shortcut is the symmetric padding, also for dilation 2."""
     x = rng.standard_normal((2, 9, 8, 8)).astype("float32")

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sknet_keras.layers import sk_paths
 from sknet_keras.weights.files import save_weights
 from sknet_keras.trainers import pipeline
 from sknet_keras.trainers.datasets import DataError
@@ -71,9 +72,12 @@ def restore_checked(checkpoint, path):
 
 def run_evaluation(strategy, task, model, counter=None):
     """(top-1, top-5, examples) of `model` on the task's evaluation split."""
-    step = tf.function(lambda batch: [
-        strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-        for v in strategy.run(task.validation_step, args=(batch, model))])
+    def evaluate_batch(batch):
+        with sk_paths.fused_inference_scope():  # stays in TensorFlow: the fast SK path
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for v in strategy.run(task.validation_step, args=(batch, model))]
+
+    step = tf.function(evaluate_batch)
     top1 = top5 = count = 0.0
     dataset = task.build_inputs(strategy, training=False, counter=counter)
     for batch in _stop_on_bad_image(dataset):
