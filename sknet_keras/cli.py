@@ -14,6 +14,7 @@
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
 """
 
+import errno
 import os
 import sys
 import tempfile
@@ -121,5 +122,9 @@ def run(main, program=None):
             return main(argv)
         except USER_ERRORS as e:
             fail(e, program)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            fail(e.strerror if e.strerror and e.strerror.startswith("the disk") else e, program)
 
     app.run(guarded, flags_parser=_parse_flags(program))

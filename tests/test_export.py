@@ -81,3 +81,31 @@ def test_every_format_serves_the_keras_logits(family, tmp_path):
         np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=f"{family} {fmt}")
     # The SavedModel holds every variable (BN moving statistics included).
     assert len(tf.saved_model.load(str(tmp_path / family)).variables) == len(model.weights)
+
+
+def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
+    """`--export=weights,litert,onnx,saved_model`: each file of a trained run gives the logits
+    of the run's weights (loaded from final.weights.h5 into a float32 model)."""
+    missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (pip install -e '.[test]' installs them)")
+    from sknet_keras.trainers import train
+    from test_faults import config
+
+    keras.backend.clear_session()
+    formats = ("weights", "litert", "onnx", "saved_model")
+    result = train.train(config(learning_rate=0.5), str(tmp_path), export=formats)
+    assert sorted(result["exports"]) == ["final.onnx", "final.tflite", "final.weights.h5",
+                                         "saved_model"]
+    model = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                        weights=str(tmp_path / "final.weights.h5"), classifier_activation=None)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (BATCH, SIZE, SIZE, 3)).astype("float32")
+    want = keras.ops.convert_to_numpy(model(x, training=False))
+    scale = np.abs(want).max()
+    assert np.std(want, axis=0).mean() > 3e-2 * scale  # trained: logits differ per image
+    for fmt, name in (("litert", "final.tflite"), ("onnx", "final.onnx"),
+                      ("tf_saved_model", "saved_model")):
+        got = SERVE[fmt](str(tmp_path / name), x)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=fmt)
+        np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=fmt)

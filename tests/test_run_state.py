@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from command_cases import run_cases
 from conftest import DATA_DIR
 from sknet_keras.registry import ResNetConfig, SKConfig
 from sknet_keras.trainers.loop import CheckpointError, restore_checked
@@ -80,30 +81,76 @@ def _weights(path):
     return tensors
 
 
+def _names(model_dir):
+    return {os.path.join(sub, n) for sub in ("", "checkpoints")
+            for n in _listing(model_dir, sub)}
+
+
+def _listing(*parts):
+    try:
+        return os.listdir(os.path.join(*parts))
+    except OSError:
+        return []
+
+
+def _kill_when(cmd, model_dir, ready, delay, timeout=300):
+    """Start `cmd`; SIGKILL it `delay` seconds after `ready(names)` first names something
+    (`names`: what appeared in model_dir and its checkpoints since the start, polled every
+    millisecond). Returns what was named, or None if the command ended first."""
+    before = _names(model_dir)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline and proc.poll() is None:
+        seen = ready(_names(model_dir) - before)
+        if seen:
+            time.sleep(delay)
+            break
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return seen
+
+
+def _checkpoint(new):
+    """A new checkpoint written (its index renamed into place)."""
+    done = sorted(n for n in new if n.endswith(".index"))
+    return f"after {done[0]}" if done else None
+
+
+def _writing(new):
+    """A save or an export under way: TensorFlow's `ckpt-N_temp` folder, a temporary export or
+    progress record."""
+    busy = sorted(n for n in new if n.endswith("_temp") or ".tmp" in n)
+    return f"inside {busy[0]}" if busy else None
+
+
+def _exporting(new):
+    return "inside .tmp.saved_model" if ".tmp.saved_model" in new else None
+
+
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
-    """SIGKILL mid-epoch, resume: final weights bit-identical to a run never interrupted,
-    with augmentation (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
+    """The chaos test: five SIGKILLs at seeded random moments (mid-epoch, inside
+    checkpoint saves, inside the export), resumed each time by the same command: final
+    weights and result.json bit-identical to a run never interrupted, with augmentation
+    (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
     args = ["--model=mini_sknet", "--image_size=32", "--batch_size=16", "--steps_per_epoch=6",
             "--max_steps=14", "--steps_per_loop=1", "--mixed_precision=float32",
-            "--augment=senet", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--seed=3"]
+            "--augment=senet", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--seed=3",
+            "--export=weights,saved_model"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     run(TRAIN + args + [f"--model_dir={straight}"])
 
-    proc = subprocess.Popen(TRAIN + args + [f"--model_dir={killed}"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt_dir = os.path.join(killed, "checkpoints")
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-        if latest and int(latest.rsplit("-", 1)[1]) >= 8:  # mid second epoch
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit("-", 1)[1])
-    assert 8 <= killed_at < 14, killed_at
-    resumed = run(TRAIN + args + [f"--model_dir={killed}"])
-    assert f"at step {killed_at}" in resumed.stdout
+    rng = np.random.default_rng(22)
+    cmd = TRAIN + args + [f"--model_dir={killed}"]
+    kills = [_kill_when(cmd, killed, _checkpoint, rng.uniform(0, 1.5)) for _ in range(2)]
+    kills += [_kill_when(cmd, killed, _writing, 0.0) for _ in range(2)]  # inside a save
+    kills.append(_kill_when(cmd, killed, _exporting, rng.uniform(0, 0.2)))  # the SavedModel
+    assert all(kills), kills  # each kill came at its moment, not after the run had ended
+    assert not os.path.exists(os.path.join(killed, "result.json")), kills
+    resumed = run(cmd)
+    assert "resumed from" in resumed.stdout
+    leftovers = [n for n in _names(killed) if n.endswith("_temp") or ".tmp" in n]
+    assert not leftovers, leftovers  # what the kills left half written is cleared away
 
     a = _weights(os.path.join(straight, "final.weights.h5"))
     b = _weights(os.path.join(killed, "final.weights.h5"))
@@ -112,53 +159,36 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not different, different[:5]
     ra, rb = (json.load(open(os.path.join(d, "result.json"))) for d in (straight, killed))
+    # Every figure, and the weights file's record; a SavedModel's bytes hold the names of the
+    # functions traced in its process (so are compared by what it serves, test_export.py).
+    assert ra.pop("exports")["final.weights.h5"] == rb.pop("exports")["final.weights.h5"]
     assert ra == rb
-
-    # A finished run, re-run: says so, changes nothing.
-    final = os.path.join(killed, "final.weights.h5")
-    stamp = (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
-    files = sorted(os.listdir(killed)) + sorted(os.listdir(os.path.join(killed, "logs")))
-    again = run(TRAIN + args + [f"--model_dir={killed}"])
-    assert "already complete at step 14" in again.stdout
-    assert stamp == (open(final, "rb").read(), open(os.path.join(killed, "result.json")).read())
-    # ... and evaluated again when asked, writing nothing.
-    evaluated = run(TRAIN + args + [f"--model_dir={killed}", "--mode=eval"])
-    assert f"validation accuracy: {ra['val_top1']:.4f}" in evaluated.stdout
-    assert files == sorted(os.listdir(killed)) + sorted(os.listdir(os.path.join(killed, "logs")))
-
-    # Evaluating the run (its checkpoint, its config) equals evaluating its exported weights.
-    by_dir, by_file = tmp_path / "by_dir.json", tmp_path / "by_file.json"
-    run(EVALUATE + [f"--model_dir={killed}", f"--output={by_dir}"])
-    run(EVALUATE + [f"--weights={final}", "--model=mini_sknet", "--dataset=digits",
-                    "--image_sizes=32", f"--output={by_file}"])
-    by_dir, by_file = json.loads(by_dir.read_text()), json.loads(by_file.read_text())
-    assert by_dir == by_file and by_dir["32"]["examples"] == 360
-    assert by_dir["32"]["top1"] == ra["val_top1"]  # float32 run: the trainer's own number
+    # Re-running it, evaluating it: tests/test_faults.py, on a finished run's copies.
 
 
 def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path):
     model_dir = str(tmp_path / "run")
     run(TRAIN + ["--model=mini_sknet", "--max_steps=2", "--steps_per_epoch=2",
                  "--batch_size=16", "--export=false", f"--model_dir={model_dir}"])
-    wrong_model = run(EVALUATE + [f"--model_dir={model_dir}", "--model=sknet26"], check=False)
-    assert wrong_model.returncode == 2
-    assert "holds a mini_sknet run" in wrong_model.stderr.splitlines()[0]
-    noted = run(EVALUATE + [f"--model_dir={model_dir}", "--image_sizes=40"])
-    assert "note: --image_sizes=40 overrides the run's image size 32" in noted.stdout
-    assert "mini_sknet digits 40x40" in noted.stdout
-    other = run(TRAIN + ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
-                check=False)
-    assert other.returncode == 2 and "holds a run of model.name='mini_sknet'" in other.stderr
     folder = image_folder(tmp_path / "two_classes", np.random.default_rng(0))
-    classes = run(EVALUATE + [f"--model_dir={model_dir}", "--dataset=image_folder",
-                              f"--data_dir={folder}"], check=False)
-    assert classes.returncode == 2
-    assert "has 10 classes, image_folder has 2" in classes.stderr, classes.stderr
-    folder_as_file = run(EVALUATE + [f"--weights={model_dir}", "--model=mini_sknet",
-                                     "--dataset=digits"], check=False)
-    assert folder_as_file.returncode == 2
+    wrong_model, noted, classes, folder_as_file = run_cases("sknet_keras.trainers.evaluate", [
+        [f"--model_dir={model_dir}", "--model=sknet26"],
+        [f"--model_dir={model_dir}", "--image_sizes=40"],
+        [f"--model_dir={model_dir}", "--dataset=image_folder", f"--data_dir={folder}"],
+        [f"--weights={model_dir}", "--model=mini_sknet", "--dataset=digits"]], ENV)
+    assert wrong_model[0] == 2
+    assert "holds a mini_sknet run" in wrong_model[2].splitlines()[0]
+    assert noted[0] == 0, noted[2]
+    assert "note: --image_sizes=40 overrides the run's image size 32" in noted[1]
+    assert "mini_sknet digits 40x40" in noted[1]
+    assert classes[0] == 2
+    assert "has 10 classes, image_folder has 2" in classes[2], classes[2]
+    assert folder_as_file[0] == 2
     assert ("is a training run's folder, not a weights file: give its final.weights.h5, or "
-            "the folder as --model_dir") in folder_as_file.stderr.splitlines()[0]
+            "the folder as --model_dir") in folder_as_file[2].splitlines()[0]
+    other = run_cases("sknet_keras.trainers.train", [
+        ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"]], ENV)[0]
+    assert other[0] == 2 and "holds a run of model.name='mini_sknet'" in other[2]
 
 
 def test_evaluate_of_a_weights_file_defaults_to_the_datasets_resolution(tmp_path):

@@ -64,7 +64,7 @@ def from_run(model_dir, name=None, image_size=None):
     import tensorflow as tf
 
     from sknet_keras.trainers.configs import read_config
-    from sknet_keras.trainers.loop import latest_checkpoint, restore_checked
+    from sknet_keras.trainers.checkpoints import latest_checkpoint, restore_newest
 
     run = read_config(model_dir)
     if run is None:
@@ -80,7 +80,7 @@ def from_run(model_dir, name=None, image_size=None):
                          "TensorFlow; use KERAS_BACKEND=tensorflow, or the run's "
                          "final.weights.h5 file")
     model, size = _build(run.model.name, image_size or run.data.image_size)
-    restore_checked(tf.train.Checkpoint(model=model), checkpoint).expect_partial()
+    checkpoint = restore_newest(tf.train.Checkpoint(model=model), model_dir)
     d = run.data
     prep = Preprocessing(size, d.crop_fraction, d.eval_interpolation,
                          d.normalization or preprocessing_mode(run.model.name))

@@ -20,6 +20,10 @@ OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULES = ("step", "cosine")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 CONFIG_FILE = "config.json"
+# The trainer's --export names and the file (or folder) each writes in --model_dir.
+EXPORT_FILES = {"weights": "final.weights.h5", "keras": "final.keras",
+                "saved_model": "saved_model", "litert": "final.tflite", "onnx": "final.onnx"}
+DEFAULT_EXPORTS = ("weights", "keras", "saved_model")
 
 
 class ConfigError(ValueError):

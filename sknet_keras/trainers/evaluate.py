@@ -15,7 +15,9 @@ import os
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras.trainers import run_files
 from sknet_keras.trainers.configs import DATASETS, DEFAULT_RECIPE, PRECISIONS, recipe
+from sknet_keras.trainers.evaluation import evaluate  # noqa: F401 (the command's function)
 from sknet_keras.weights.files import not_a_weights_file
 
 FLAGS = flags.FLAGS
@@ -40,51 +42,6 @@ flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS), "Precision.")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 
 
-def evaluate(config, image_sizes, weights=None, model_dir=None, batch_size=64,
-             precision="float32"):
-    """{image size: {"top1", "top5", "examples"}} of a run's checkpoint or a weights file.
-
-    `config` is an `ExperimentConfig` (model, data); exactly one of `weights`, `model_dir`.
-    """
-    import keras
-    import tensorflow as tf
-
-    from sknet_keras.weights.files import load_weights
-    from sknet_keras.trainers import datasets
-    from sknet_keras.trainers.loop import latest_checkpoint, restore_checked, run_evaluation
-    from sknet_keras.trainers.task import ClassificationTask
-
-    if (weights is None) == (model_dir is None):
-        raise cli.UsageError("give exactly one of --model_dir and --weights")
-    spec = datasets.load_spec(config.data.dataset, config.data.data_dir)
-    checkpoint = None
-    if model_dir:
-        checkpoint = latest_checkpoint(model_dir)
-        if not checkpoint:
-            raise cli.UsageError(f"no checkpoint in {model_dir}/checkpoints")
-    strategy = tf.distribute.get_strategy()
-    results = {}
-    for size in image_sizes:
-        run = config.override(image_size=size, batch_size=batch_size, precision=precision,
-                              weights=None, sync_bn=False, rematerialize=False)
-        if run.model.num_classes is None:
-            run.model.num_classes = spec.num_classes
-        task = ClassificationTask(run, spec)
-        model = task.build_model()
-        if checkpoint:
-            restore_checked(tf.train.Checkpoint(model=model), checkpoint).expect_partial()
-        elif weights == "imagenet":
-            from sknet_keras.applications.pretrained import load_imagenet_weights
-
-            load_imagenet_weights(model, run.model.name)
-        else:
-            load_weights(model, weights)
-        top1, top5, n = run_evaluation(strategy, task, model)
-        results[size] = {"top1": top1, "top5": top5, "examples": n}
-        keras.backend.clear_session()
-    return results
-
-
 def resolve(flag_values):
     """(ExperimentConfig, image sizes, model_dir) from the flags and the run's config.json."""
     from sknet_keras.presets import evaluation_defaults
@@ -105,6 +62,10 @@ def resolve(flag_values):
                 "--dataset and --image_sizes")
     if f.weights not in (None, "imagenet") and not os.path.isfile(f.weights):
         raise cli.UsageError(f"--weights: {not_a_weights_file(f.weights)}")
+    if f.weights not in (None, "imagenet"):
+        problem = run_files.check_against_its_run(f.weights)
+        if problem:
+            raise cli.UsageError(f"--weights: {problem}")
     if run is None:
         config = ExperimentConfig()
         config.model.name = f.model or "sknet50"

@@ -15,8 +15,8 @@ measured here with TF 2.21 / Keras 3.15, `fit` fails under MultiWorkerMirroredSt
   trains on exactly the batches it had not trained on yet.
 """
 
+import errno
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -27,48 +27,12 @@ import tensorflow as tf
 
 from sknet_keras.layers import sk_paths
 from sknet_keras.weights.files import save_weights
-from sknet_keras.trainers import pipeline
+from sknet_keras.trainers import checkpoints, pipeline, run_files
+from sknet_keras.trainers.checkpoints import (CHECKPOINT_SUBDIR, CheckpointError,  # noqa: F401
+                                              latest_checkpoint, restore_checked)
+from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES
 from sknet_keras.trainers.datasets import DataError
 from sknet_keras.trainers.strategy import is_chief
-
-CHECKPOINT_SUBDIR = "checkpoints"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not hold the model it is restored into."""
-
-
-def latest_checkpoint(model_dir):
-    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
-
-
-def restore_checked(checkpoint, path):
-    """Restore `path` into `checkpoint`'s objects; every one of their variables must be in
-    the file, or CheckpointError names the missing ones and every variable keeps the value
-    it had (nothing is half loaded)."""
-    variables = [v for v in tf.train.TrackableView(checkpoint).descendants()
-                 if isinstance(v, keras.Variable)]
-    backup = [v.numpy() for v in variables]
-    status = checkpoint.restore(path)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        status.expect_partial()  # the error below says it all
-        for v, value in zip(variables, backup):
-            v.assign(value)
-        text = str(e)
-        names = sorted(set(re.findall(r"path=([^,\s]+),", text)
-                           + re.findall(r"<tf\.Variable '([^':]+)", text)))
-        count = re.search(r"Found (\d+) Python objects", text)
-        shown = ", ".join(names[:6]) or text[:300]
-        raise CheckpointError(
-            f"checkpoint {path} does not hold every variable of the model (missing "
-            f"{count.group(1) + ' objects, ' if count else ''}e.g. {shown}). It was written "
-            "for another model, or by sknet_keras 0.1.0, whose checkpoints lacked the SK "
-            "branch weights: it cannot be resumed or evaluated (final.weights.h5 of such a "
-            "run is complete)") from None
-    return status
-
 
 def run_evaluation(strategy, task, model, counter=None):
     """(top-1, top-5, examples) of `model` on the task's evaluation split."""
@@ -134,16 +98,18 @@ class Trainer:
             self.optimizer = self.optimizers["optimizer"]  # its iterations: the global step
             self.metrics = task.build_metrics()
 
+        if self.chief:
+            run_files.remove_partial_files(model_dir)  # a killed run's half-written files
         self.checkpoint = tf.train.Checkpoint(model=self.model, **self.optimizers)
         write_dir = model_dir if self.chief else tempfile.mkdtemp(prefix="sknet_worker_ckpt_")
         self._write_dir = write_dir
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR), max_to_keep=3,
             step_counter=self.optimizer.iterations)
-        self.resumed_from = latest_checkpoint(model_dir) if resume else None
-        if self.resumed_from:
-            restore_checked(self.checkpoint, self.resumed_from)
-        elif task.config.model.weights:
+        self.resumed_from = (checkpoints.restore_newest(self.checkpoint, model_dir, log)
+                             if resume else None)
+        self.last_checkpoint = self.resumed_from  # the newest good one
+        if not self.resumed_from and task.config.model.weights:
             log(f"initialized every layer but the new classifier from "
                 f"{task.config.model.weights}")
         self._log_dir = os.path.join(model_dir if self.chief else write_dir, "logs")
@@ -249,7 +215,7 @@ class Trainer:
     def train(self):
         """Train to the task's total steps; returns the final metrics."""
         total, per_epoch = self.task.total_steps, self.task.steps_per_epoch
-        history = {}
+        history, saved = {}, None
         while self.step < total:
             epoch, in_epoch = divmod(self.step, per_epoch)
             steps_this_epoch = min(per_epoch, total - epoch * per_epoch)
@@ -274,8 +240,18 @@ class Trainer:
                 elapsed = time.perf_counter() - start
                 done += steps
                 loss, acc = self._read_and_reset()
-                if not np.isfinite(loss):
-                    raise FloatingPointError(f"training loss is {loss} at step {self.step}")
+                # Before the save: the last checkpoint stays one of finite weights.
+                diverged = (f"training loss is {loss}" if not np.isfinite(loss) else
+                            None if self._weights_finite() else "the weights are not finite")
+                if diverged:
+                    first = self.step - steps + 1
+                    kept = self.last_checkpoint
+                    raise FloatingPointError(
+                        f"{diverged} at step {first if steps == 1 else f'{first}-{self.step}'}"
+                        ": the run diverged and stopped; " + (
+                            f"{kept} (step {checkpoints.step_of(kept)}) is kept, untouched"
+                            if kept else "no checkpoint was written")
+                        + " (lower --learning_rate, or raise --batch_size)")
                 lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
                 rate = steps * self.global_batch_size / elapsed
                 bar.update(done, [("loss", loss), ("acc", acc), ("img/s", rate), ("lr", lr)])
@@ -284,13 +260,31 @@ class Trainer:
                     tf.summary.scalar("train/accuracy", acc)
                     tf.summary.scalar("train/images_per_second", rate)
                     tf.summary.scalar("train/learning_rate", lr)
-                self.manager.save(checkpoint_number=self.optimizer.iterations)
                 history.update(loss=loss, accuracy=acc)
+                saved = checkpoints.save(self.manager, self.step, self._progress(history),
+                                         previous=self.last_checkpoint)
+                self.last_checkpoint = saved
             if self.task.spec.eval_examples and (done == per_epoch or self.step >= total):
                 history.update(self.evaluate())
+                if saved and self.chief:  # the record of the checkpoint just saved gains the figures
+                    checkpoints.write_progress(saved, self._progress(history))
         if self.bad_images.count:
             self.log(f"skipped {self.bad_images.count} corrupt image(s) (named above)")
         history["skipped_images"] = self.bad_images.count
+        return self.final_history(history)
+
+    def _weights_finite(self):
+        return all(np.isfinite(keras.ops.convert_to_numpy(v)).all()
+                   for v in self.model.trainable_variables)
+
+    def _progress(self, history):
+        return dict(history, step=self.step, skipped_images=self.bad_images.count)
+
+    def final_history(self, history):
+        """What result.json records of the finished run (`history`: of train() or of the
+        last checkpoint's progress record)."""
+        history = {k: v for k, v in history.items() if k != "step"}
+        history["skipped_images"] = history.get("skipped_images", self.bad_images.count)
         history["weights_checksum"] = self.weights_checksum()
         if not np.isfinite(history["weights_checksum"]):
             raise FloatingPointError(f"the weights are not finite at step {self.step}: training "
@@ -317,22 +311,44 @@ class Trainer:
                 tf.summary.scalar("eval/top5", top5)
         return result
 
-    def export(self):
-        """In model_dir (chief only), each written under a temporary name and renamed into
-        place: final.weights.h5 (sknet_keras's by-name weights file), final.keras (the
-        whole Keras model, `keras.saving.load_model`) and a SavedModel (`model.export`:
-        normalized images in, logits out)."""
+    def export(self, formats=DEFAULT_EXPORTS):
+        """Write `formats` (EXPORTS' names) into model_dir (chief only); returns their
+        records {file name: {"bytes", "sha256"}}. Each goes to a temporary name and is renamed
+        into place: complete or absent. A full disk stops in one line (OSError ENOSPC)."""
         if not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
-            return None
-        save_weights(self.model, os.path.join(self.model_dir, "final.weights.h5"))
-        keras_file = os.path.join(self.model_dir, "final.keras")
-        self.model.save(keras_file + ".tmp.keras")
-        os.replace(keras_file + ".tmp.keras", keras_file)
-        path = os.path.join(self.model_dir, "saved_model")
-        tmp = path + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.export(tmp, format="tf_saved_model", verbose=False)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-        return path
+            return {}
+        records = {}
+        for name in formats:
+            file_name, write = EXPORTS[name]
+            path = os.path.join(self.model_dir, file_name)
+            tmp = os.path.join(self.model_dir, f".tmp.{file_name}")  # same suffix: Keras checks it
+            run_files.remove(tmp)
+            try:
+                write(self.model, tmp)
+                run_files.remove(path)  # a folder cannot be renamed over
+                os.replace(tmp, path)
+            except BaseException as e:
+                run_files.remove(tmp)
+                if run_files.is_disk_full(e):
+                    raise OSError(errno.ENOSPC, f"the disk is full: could not write "
+                                                f"{path}") from None
+                raise
+            records[file_name] = run_files.record(path)
+        return records
+
+
+def _exporter(fmt):
+    return lambda model, path: model.export(path, format=fmt, verbose=False)
+
+
+# --export's names: (file or folder in model_dir, writer). The SavedModel / LiteRT / ONNX
+# files take normalized images and give logits (Keras' `model.export`).
+_WRITERS = {
+    "weights": save_weights,
+    "keras": lambda model, path: model.save(path),
+    "saved_model": _exporter("tf_saved_model"),
+    "litert": _exporter("litert"),
+    "onnx": _exporter("onnx"),
+}
+EXPORTS = {name: (EXPORT_FILES[name], _WRITERS[name]) for name in EXPORT_FILES}

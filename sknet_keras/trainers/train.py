@@ -18,7 +18,8 @@ from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's
 
 from sknet_keras.weights.files import not_a_weights_file
 from sknet_keras.trainers import precision
-from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_RECIPE, OPTIMIZERS,
+from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_EXPORTS,
+                                          DEFAULT_RECIPE, EXPORT_FILES, OPTIMIZERS,
                                           PRECISIONS, RECIPES, SCHEDULES, STRATEGIES)
 
 FLAGS = flags.FLAGS
@@ -76,7 +77,10 @@ flags.DEFINE_float("pixel_jitter", None, "Random per-channel shift range (SENet:
 flags.DEFINE_enum("on_bad_image", None, ["skip", "stop"],
                   "Corrupt images: skip (named, counted) or stop the run.")
 flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
-flags.DEFINE_bool("export", True, "Write final.weights.h5 and a SavedModel at the end.")
+flags.DEFINE_list("export", list(DEFAULT_EXPORTS), "What to write at the end, any of: "
+                  + ", ".join(f"{k} ({v})" for k, v in EXPORT_FILES.items())
+                  + "; 'none' (or false) for nothing. Each is recorded (size, SHA-256) in "
+                  "result.json and checked when the command is run again.")
 
 # flag → config field, where the names differ.
 FLAG_FIELDS = {"model": "model.name", "lr_schedule": "optimizer.schedule",
@@ -152,22 +156,85 @@ def check_resumable(config, model_dir):
 
 def _print_result(model_dir):
     path = os.path.join(model_dir, RESULT)
-    if os.path.isfile(path):
-        with open(path) as f:
-            res = json.load(f)
+    res = _read_result(path)
+    if res:
         if "val_top1" in res:
             print(f"validation accuracy: {res['val_top1']:.4f} (top-5 {res['val_top5']:.4f}) "
                   f"as recorded in {path}")
 
 
-def _exports_exist(model_dir):
-    return (os.path.isfile(os.path.join(model_dir, "final.weights.h5"))
-            and os.path.isfile(os.path.join(model_dir, "final.keras"))
-            and os.path.isdir(os.path.join(model_dir, "saved_model")))
+def export_formats(values):
+    """--export's list as EXPORT_FILES names (True: the defaults; 'none' / False: none)."""
+    if values is True:
+        return DEFAULT_EXPORTS
+    if values in (False, None):
+        return ()
+    values = [v.strip().lower() for v in ([values] if isinstance(values, str) else values)]
+    if values in (["none"], ["false"], ["0"], []):
+        return ()
+    if values in (["true"], ["1"]):
+        return DEFAULT_EXPORTS
+    unknown = [v for v in values if v not in EXPORT_FILES]
+    if unknown:
+        raise cli.UsageError(f"--export: unknown {', '.join(map(repr, unknown))}; choose from "
+                             f"{', '.join(EXPORT_FILES)}, or none")
+    return tuple(dict.fromkeys(values))
+
+
+def _read_result(path):
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _finish(trainer, model_dir, formats, history=None):
+    """Write the exports and result.json. On a re-run of a finished run (`history` None),
+    check them against result.json's records instead, and redo what fails the check from
+    the run's last checkpoint, saying so."""
+    from sknet_keras.trainers import checkpoints, run_files
+
+    name = RESULT if trainer.chief else f"result.worker{trainer.task_id}.json"
+    path = os.path.join(model_dir, name)
+    if history is not None:
+        history["step"] = trainer.step
+        records = trainer.export(formats)
+        if records:
+            history["exports"] = records
+            print(f"exported {', '.join(records)} in {model_dir}")
+        run_files.write_json(path, history)
+        return history
+    if not trainer.chief:
+        return None
+    result, source = _read_result(path), trainer.resumed_from
+    if result is None:  # killed after the last checkpoint, before the result was written
+        progress = checkpoints.read_progress(source) or {}
+        if trainer.task.spec.eval_examples and "val_top1" not in progress:
+            progress.update(trainer.evaluate())
+        result = dict(trainer.final_history(progress), step=trainer.step)
+        print(f"{path} was missing or unreadable: written again from {source}")
+    records = dict(result.get("exports", {}))
+    redo = []
+    for fmt in formats:
+        problem = run_files.check(os.path.join(model_dir, EXPORT_FILES[fmt]),
+                                  records.get(EXPORT_FILES[fmt]))
+        if problem:
+            print(f"{EXPORT_FILES[fmt]}: {problem}; exporting it again from {source}")
+            redo.append(fmt)
+    if redo:
+        records.update(trainer.export(redo))
+        result["exports"] = records
+    if redo or _read_result(path) is None:
+        run_files.write_json(path, result)
+    return result
 
 
 def train(config, model_dir, resume=True, export=True, mode="train"):
-    """Run (or continue, or re-evaluate) the experiment `config` in `model_dir`."""
+    """Run (or continue, or re-evaluate) the experiment `config` in `model_dir`; `export`:
+    --export's names (or True / False)."""
+    formats = export_formats(export)
     import keras
 
     from sknet_keras.trainers import datasets
@@ -203,21 +270,12 @@ def train(config, model_dir, resume=True, export=True, mode="train"):
     if trainer.complete and trainer.resumed_from:
         print(f"already complete at step {trainer.step} ({task.total_steps} steps); nothing "
               f"to train (--mode=eval evaluates it again)")
-        if trainer.chief and export and not _exports_exist(model_dir):
-            trainer.export()  # a run killed between its last checkpoint and its export
+        _finish(trainer, model_dir, formats)
         _print_result(model_dir)
         return None
     if trainer.chief:
         write_config(config, model_dir)
-    history = trainer.train()
-    if export:
-        path = trainer.export()
-        if path:
-            print(f"exported final.weights.h5, final.keras and {path}")
-    history["step"] = trainer.step
-    name = RESULT if trainer.chief else f"result.worker{trainer.task_id}.json"
-    with open(os.path.join(model_dir, name), "w") as f:
-        json.dump(history, f, indent=2)
+    history = _finish(trainer, model_dir, formats, trainer.train())
     if "val_top1" in history:
         print(f"validation accuracy: {history['val_top1']:.4f} (top-5 "
               f"{history['val_top5']:.4f}, chance {1 / spec.num_classes:.4f})")
@@ -228,11 +286,12 @@ def train(config, model_dir, resume=True, export=True, mode="train"):
 def main(argv):
     del argv
     config = config_from_flags()
+    formats = export_formats(FLAGS.export)
     model_dir = FLAGS.model_dir
     created = not os.path.exists(model_dir)
     os.makedirs(model_dir, exist_ok=True)
     try:
-        train(config, model_dir, FLAGS.resume, FLAGS.export, FLAGS.mode)
+        train(config, model_dir, FLAGS.resume, formats, FLAGS.mode)
     except BaseException:
         # A run that fails before its first checkpoint leaves nothing behind.
         from sknet_keras.trainers.loop import latest_checkpoint
