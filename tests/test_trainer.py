@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from command_cases import run_cases
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
 
@@ -62,34 +63,14 @@ BAD_FLAGS = [
     (["--lr_milestones=a,b"], "--lr_milestones"),
 ]
 
-# Every case through the command's own entry point, in one child process (one TensorFlow
-# start-up instead of one per case; absl's flags are process-global, so not in pytest's).
-_BAD_FLAGS_CHILD = """
-import contextlib, io, json, os, sys
-from absl import flags
-from sknet_keras.trainers import train
-out = []
-for args, model_dir in json.loads(sys.argv[1]):
-    flags.FLAGS.unparse_flags()
-    sys.argv = ["train"] + args + ["--model_dir=" + model_dir]
-    err, code = io.StringIO(), None
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            train.run()
-        except SystemExit as e:
-            code = e.code
-    out.append([code, err.getvalue(), os.path.exists(model_dir)])
-print(json.dumps(out))
-"""
-
-
 def test_bad_flags_fail_at_once_in_one_line_naming_the_flag(tmp_path):
-    cases = [[args, str(tmp_path / f"run{i}")] for i, (args, _) in enumerate(BAD_FLAGS)]
-    proc = subprocess.run([sys.executable, "-c", _BAD_FLAGS_CHILD, json.dumps(cases)],
-                          env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for (args, flag), (code, stderr, made) in zip(BAD_FLAGS, results):
+    """Every case through the command's entry point (`train.run()`), in one child process."""
+    dirs = [tmp_path / f"run{i}" for i in range(len(BAD_FLAGS))]
+    results = run_cases("sknet_keras.trainers.train",
+                        [args + [f"--model_dir={d}"] for (args, _), d in zip(BAD_FLAGS, dirs)],
+                        ENV, timeout=300)
+    for (args, flag), (code, _, stderr), model_dir in zip(BAD_FLAGS, results, dirs):
+        made = model_dir.exists()
         lines = stderr.strip().splitlines()
         assert code == 2, (args, code, stderr)
         assert lines[0].startswith("sknet_keras.trainers.train: error: ") and \
@@ -204,10 +185,10 @@ from sknet_keras.trainers.loop import Trainer
 from sknet_keras.trainers.task import ClassificationTask
 spec = datasets.load_spec("digits")
 losses = []
-config = recipe("digits").override(name="mini_sknet", epochs=2, steps_per_epoch=12,
+config = recipe("digits").override(name="mini_sknet29", epochs=2, steps_per_epoch=12,
                                    steps_per_loop=12, precision="float32", normalization="torch",
                                    sync_bn=sys.argv[1] == "sync",
-                                   rematerialize=sys.argv[1] == "remat")
+                                   rematerialize=sys.argv[1] == "local_remat")
 task = ClassificationTask(config, spec)
 trainer = Trainer(task, strategy, tempfile.mkdtemp(), log=lambda *a: None)
 for epoch in range(2):
@@ -222,8 +203,10 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
 """
 
 
-@pytest.mark.parametrize("bn", ["sync", "local", "remat"])
+@pytest.mark.parametrize("bn", ["sync", "local_remat"])
 def test_mirrored_strategy_over_two_cpus(bn):
+    """Synchronized BN; per-replica BN (moving statistics averaged after each loop) with the
+    SK units rematerialized in the backward."""
     proc = subprocess.run([sys.executable, "-c", MIRRORED_CHECK, bn], env=ENV,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
