@@ -185,7 +185,7 @@ from sknet_keras.trainers.loop import Trainer
 from sknet_keras.trainers.task import ClassificationTask
 spec = datasets.load_spec("digits")
 losses = []
-config = recipe("digits").override(name="mini_sknet29", epochs=2, steps_per_epoch=12,
+config = recipe("digits").override(name="mini_sknet", epochs=2, steps_per_epoch=12,
                                    steps_per_loop=12, precision="float32", normalization="torch",
                                    sync_bn=sys.argv[1] == "sync",
                                    rematerialize=sys.argv[1] == "local_remat")
