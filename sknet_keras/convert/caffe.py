@@ -14,6 +14,8 @@ the fields involved are six. `write_caffemodel` is the inverse, used by tests.
 """
 
 
+import math
+
 import numpy as np
 
 from sknet_keras.convert.caffe_bn_inception import bn_inception_mapping
@@ -97,7 +99,7 @@ def _blob(buf):
     data = np.concatenate(chunks + doubles) if (chunks or doubles) else np.zeros(0, np.float32)
     if shape is None:
         shape = [legacy.get(f, 1) for f in _BLOB_LEGACY_DIMS] if legacy else [data.size]
-    if int(np.prod(shape)) != data.size:
+    if math.prod(shape) != data.size:  # exact (NumPy's product wraps around at 2^63)
         raise CaffeFormatError(f"blob of shape {shape} holds {data.size} values")
     return data.reshape(shape)
 
@@ -124,7 +126,7 @@ def read_caffemodel_layers(path):
                     blobs.append(_blob(v))
             if name is not None and blobs:
                 layers[name] = (kind, blobs)
-    except (CaffeFormatError, UnicodeDecodeError) as e:
+    except ValueError as e:  # CaffeFormatError, bad UTF-8, a blob of a ragged byte count
         raise CaffeFormatError(f"{path!r} is not a readable .caffemodel: {e}") from None
     if not layers:
         raise CaffeFormatError(f"{path!r} is not a .caffemodel (no layer with weights found)")

@@ -16,6 +16,7 @@ the storage keys, then each storage's raw bytes preceded by its element count.
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -83,6 +84,10 @@ class _Tensor:
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, data.dtype)
+        if math.prod(self.size) > data.size:  # overlapping strides: no state_dict has them
+            raise UnsafePickleError(
+                f"a tensor of size {self.size} declares more elements than its storage of "
+                f"{data.size}: refused (a crafted size, or a damaged file)")
         if last >= data.size:
             raise UnsafePickleError(
                 f"tensor of size {self.size} runs past its storage of {data.size} elements")
@@ -199,12 +204,31 @@ def _read_zip(path):
         if order in names and archive.read(order).strip() not in (b"little", b""):
             raise ValueError(f"{path!r} was written on a big-endian machine: not supported")
         storages = {}
-        obj = _safe_load(_Unpickler(io.BytesIO(archive.read(pickles[0])), path, storages))
+        obj = _safe_load(_Unpickler(io.BytesIO(_read_member(archive, pickles[0], path)), path,
+                                    storages))
         for key, storage in storages.items():
-            raw = archive.read(f"{prefix}data/{key}")
+            member = f"{prefix}data/{key}"
+            if member not in names:
+                raise ValueError(f"{path!r} is not a complete PyTorch checkpoint (storage {key} "
+                                 "is missing)")
+            raw = _read_member(archive, member, path)
             storage.array = np.frombuffer(raw, storage.dtype, count=len(raw) //
                                           storage.dtype.itemsize)
     return obj
+
+
+# PyTorch stores its members uncompressed; a member that expands more than this is a
+# decompression bomb, refused before it is expanded.
+_MAX_EXPANSION = 20
+
+
+def _read_member(archive, name, path):
+    info = archive.getinfo(name)
+    if (info.compress_type != zipfile.ZIP_STORED
+            and info.file_size > _MAX_EXPANSION * max(info.compress_size, 1) + (1 << 20)):
+        raise ValueError(f"{path!r}: member {name} would expand from {info.compress_size} to "
+                         f"{info.file_size} bytes (a decompression bomb?): refused")
+    return archive.read(name)
 
 
 def _read_legacy(path):
@@ -221,12 +245,19 @@ def _read_legacy(path):
         storages = {}
         obj = load(storages)
         keys = load()
-        for key in keys:
-            storage = storages[str(key)]
-            (numel,) = struct.unpack("<q", f.read(8))
+        size = os.path.getsize(path)
+        for key in keys if isinstance(keys, list) else ():
+            storage = storages.get(str(key))
+            header = f.read(8)
+            if storage is None or len(header) != 8:
+                raise ValueError(f"{path!r} is truncated or damaged (storage {key})")
+            (numel,) = struct.unpack("<q", header)
             nbytes = numel * storage.dtype.itemsize
+            if numel < 0 or nbytes > size - f.tell():  # before reading: no huge allocation
+                raise ValueError(f"{path!r} is truncated or damaged (storage {key} declares "
+                                 f"{numel} elements)")
             raw = f.read(nbytes)
-            if numel < 0 or len(raw) != nbytes:
+            if len(raw) != nbytes:
                 raise ValueError(f"{path!r} is truncated (storage {key})")
             storage.array = np.frombuffer(raw, storage.dtype)
     return obj
@@ -256,12 +287,20 @@ def read_pth(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"file not found: {path!r}")
-    if zipfile.is_zipfile(path):
-        obj = _read_zip(path)
-    else:
-        with open(path, "rb") as f:
-            if f.read(262)[257:262] == b"ustar":
-                raise ValueError(f"{path!r} is PyTorch's pre-0.4 tar format: load it with "
-                                 "PyTorch and save it again")
-        obj = _read_legacy(path)
-    return _to_arrays(obj, path)
+    try:
+        if zipfile.is_zipfile(path):
+            obj = _read_zip(path)
+        else:
+            with open(path, "rb") as f:
+                if f.read(262)[257:262] == b"ustar":
+                    raise ValueError(f"{path!r} is PyTorch's pre-0.4 tar format: load it with "
+                                     "PyTorch and save it again")
+            obj = _read_legacy(path)
+        return _to_arrays(obj, path)
+    except ValueError as e:
+        if path in str(e):
+            raise
+        raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {e}") from None
+    except Exception as e:  # a damaged zip or stream raises many types (CRC, zlib, EOF ...)
+        raise ValueError(f"{path!r} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                         f"{e})") from None

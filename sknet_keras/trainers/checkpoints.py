@@ -145,7 +145,7 @@ def read_progress(prefix):
     try:
         with open(progress_path(prefix)) as f:
             record = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 

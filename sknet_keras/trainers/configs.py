@@ -278,8 +278,10 @@ def read_config(model_dir):
     try:
         with open(path) as f:
             return ExperimentConfig.from_dict(json.load(f))
-    except (json.JSONDecodeError, TypeError, ConfigError) as e:
-        raise ConfigError(f"{path} is not a readable run configuration: {e}") from None
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
+        # ValueError: bad JSON or UTF-8, and ConfigError; RecursionError: deep nesting.
+        raise ConfigError(f"{path} is not a readable run configuration: "
+                          f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
 def differences(old, new, prefix=""):

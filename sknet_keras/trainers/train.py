@@ -185,7 +185,7 @@ def _read_result(path):
     try:
         with open(path) as f:
             result = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return result if isinstance(result, dict) else None
 

@@ -48,7 +48,7 @@ def is_sknet_weights_file(path):
     try:
         with h5py.File(path, "r") as f:
             return f.attrs.get("format") == FORMAT
-    except OSError:
+    except Exception:  # not HDF5, or a damaged header: not ours (Keras' loader says why)
         return False
 
 
@@ -62,15 +62,25 @@ def upgrade_legacy_paths(tensors):
 
 
 def read_weights(path):
-    """{variable path: array} and the file's attributes."""
-    tensors = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                tensors[name] = obj[()]
+    """{variable path: array} and the file's attributes; ValueError naming the file if it is
+    damaged. Nothing larger than the file is allocated: the format is uncompressed, so a
+    tensor that declares more bytes than the file holds is refused before it is read."""
+    path = os.fspath(path)
+    tensors, size = {}, os.path.getsize(path)
+    try:
+        with h5py.File(path, "r") as f:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    if obj.size * obj.dtype.itemsize > size:
+                        raise ValueError(f"tensor {name} declares {obj.shape} "
+                                         f"{obj.dtype} values, more than the file holds")
+                    tensors[name] = obj[()]
 
-        f.visititems(visit)
-        attrs = dict(f.attrs)
+            f.visititems(visit)
+            attrs = dict(f.attrs)
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError, TypeError ...
+        raise ValueError(f"{path!r} is not a readable weights file ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
     return upgrade_legacy_paths(tensors), attrs
 
 
