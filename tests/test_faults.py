@@ -19,13 +19,20 @@ import pytest
 
 from sknet_keras import cli
 from sknet_keras.trainers import checkpoints, evaluation, run_files
-from sknet_keras.trainers import train as train_command
 from sknet_keras.trainers.configs import recipe
 from sknet_keras.weights.files import read_weights
 
 pytestmark = pytest.mark.large
 
 STEPS = 6  # checkpoints at 2, 4, 6 (steps_per_loop 2; the manager keeps 3)
+
+
+def _command():
+    """The trainer's command module, imported only where these tests run: its absl flags
+    would collide with another command's (`sknet_keras.__main__`) in this process."""
+    from sknet_keras.trainers import train
+
+    return train
 
 
 def config(**changes):
@@ -39,7 +46,7 @@ def train(model_dir, capsys, **changes):
     """The trainer on `model_dir` (resuming, or re-checking a finished run); its stdout."""
     keras.backend.clear_session()
     try:
-        train_command.train(config(**changes), str(model_dir), export=("weights",))
+        _command().train(config(**changes), str(model_dir), export=("weights",))
     finally:
         out = capsys.readouterr().out
         print(out)  # shown when the test fails
@@ -74,7 +81,7 @@ def finished(tmp_path_factory):
     """A finished run (6 steps, 3 checkpoints, final.weights.h5, result.json)."""
     model_dir = tmp_path_factory.mktemp("finished_run")
     keras.backend.clear_session()
-    train_command.train(config(), str(model_dir), export=("weights",))
+    _command().train(config(), str(model_dir), export=("weights",))
     return model_dir
 
 
@@ -113,10 +120,10 @@ def test_a_finished_run_rerun_or_evaluated_changes_nothing(finished, run_copy, c
     assert "already complete at step 6 (6 steps); nothing to train" in train(run_copy, capsys)
     assert snapshot(run_copy) == before
     keras.backend.clear_session()
-    evaluated = train_command.train(config(), str(run_copy), export=("weights",), mode="eval")
+    evaluated = _command().train(config(), str(run_copy), export=("weights",), mode="eval")
     assert "nothing written" in capsys.readouterr().out
     assert snapshot(run_copy) == before
-    recorded = train_command._read_result(str(finished / "result.json"))
+    recorded = _command()._read_result(str(finished / "result.json"))
     assert evaluated["val_top1"] == recorded["val_top1"]  # float32: the trainer's own number
     # evaluate --model_dir (checkpoint and config) equals evaluate --weights=final.weights.h5
     by_dir = evaluation.evaluate(config(), [32], model_dir=str(run_copy))
@@ -144,7 +151,7 @@ def test_a_damaged_export_is_named_and_written_again(finished, run_copy, capsys)
     out = train(run_copy, capsys)
     assert "final.weights.h5: its SHA-256 differs from the one recorded" in out
     assert_same_weights(weights, finished / "final.weights.h5")
-    assert train_command._read_result(str(run_copy / "result.json"))["exports"][
+    assert _command()._read_result(str(run_copy / "result.json"))["exports"][
         "final.weights.h5"] == run_files.record(weights)
     assert run_files.check_against_its_run(weights) is None  # passes again
 
@@ -162,8 +169,8 @@ def test_a_lost_result_is_written_again_from_the_last_checkpoint(finished, run_c
     os.remove(result) if damage == "deleted" else truncate(result, 20)
     out = train(run_copy, capsys)
     assert f"{result} was missing or unreadable: written again from {ckpt(run_copy, 6)}" in out
-    want = train_command._read_result(str(finished / "result.json"))
-    assert train_command._read_result(str(result)) == want  # every figure, and the records
+    want = _command()._read_result(str(finished / "result.json"))
+    assert _command()._read_result(str(result)) == want  # every figure, and the records
     assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
 
 
@@ -203,7 +210,7 @@ def test_resume_skips_damaged_checkpoints_for_the_newest_readable(finished, run_
         assert f"checkpoint {run_copy}/checkpoints/{name} is unreadable, skipped: " in out
     assert f"resumed from {ckpt(run_copy, resumed_at)} at step {resumed_at}" in out
     assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
-    got, want = (train_command._read_result(str(d / "result.json")) for d in (run_copy, finished))
+    got, want = (_command()._read_result(str(d / "result.json")) for d in (run_copy, finished))
     assert got == want
 
 
