@@ -118,9 +118,11 @@ def _checkpoint(new):
 
 
 def _writing(new):
-    """A save or an export under way: TensorFlow's `ckpt-N_temp` folder, a temporary export or
-    progress record."""
-    busy = sorted(n for n in new if n.endswith("_temp") or ".tmp" in n)
+    """A checkpoint save or an export under way: TensorFlow's `ckpt-N_temp` folder, a
+    progress record or an export under its temporary name (not config.json, which every
+    start writes)."""
+    busy = sorted(n for n in new if n.startswith(("checkpoints/", ".tmp."))
+                  and (n.endswith("_temp") or ".tmp" in n))
     return f"inside {busy[0]}" if busy else None
 
 
@@ -145,6 +147,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     kills = [_kill_when(cmd, killed, _checkpoint, rng.uniform(0, 1.5)) for _ in range(2)]
     kills += [_kill_when(cmd, killed, _writing, 0.0) for _ in range(2)]  # inside a save
     kills.append(_kill_when(cmd, killed, _exporting, rng.uniform(0, 0.2)))  # the SavedModel
+    print("kills:", kills)
     assert all(kills), kills  # each kill came at its moment, not after the run had ended
     assert not os.path.exists(os.path.join(killed, "result.json")), kills
     resumed = run(cmd)
