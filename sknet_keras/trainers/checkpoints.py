@@ -13,7 +13,6 @@ result. A save that runs out of disk space stops the run in one line; TensorFlow
 
 import errno
 import glob
-import json
 import os
 import re
 
@@ -142,12 +141,7 @@ def write_progress(prefix, record):
 
 def read_progress(prefix):
     """The record beside checkpoint `prefix`, or None if missing or unreadable."""
-    try:
-        with open(progress_path(prefix)) as f:
-            record = json.load(f)
-    except (OSError, ValueError, RecursionError):
-        return None
-    return record if isinstance(record, dict) else None
+    return run_files.read_json(progress_path(prefix))
 
 
 def save(manager, step, record, previous=None):

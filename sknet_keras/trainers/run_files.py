@@ -28,6 +28,17 @@ def write_json(path, payload):
             os.remove(tmp)
 
 
+def read_json(path):
+    """The JSON object in `path`, or None if missing, unreadable or not an object (a run's
+    own records: a damaged one is written again, not trusted)."""
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (OSError, ValueError, RecursionError):  # RecursionError: nesting too deep
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 def is_disk_full(error):
     """ENOSPC, as Python, h5py or TensorFlow report it."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -104,12 +115,10 @@ def check_against_its_run(path):
     """None, or why `path`, an export of a trainer run, no longer matches the record its run
     wrote in result.json beside it. Files that are not a run's exports pass."""
     folder, name = os.path.split(os.path.abspath(path))
-    try:
-        with open(os.path.join(folder, "result.json")) as f:
-            expected = json.load(f)["exports"][name]
-    except (OSError, ValueError, KeyError, TypeError):
+    exports = (read_json(os.path.join(folder, "result.json")) or {}).get("exports")
+    if not isinstance(exports, dict) or name not in exports:
         return None
-    problem = check(path, expected)
+    problem = check(path, exports[name])
     if problem:
         return (f"{path} fails its check against {folder}/result.json ({problem}): run the "
                 "training command again to export it again")

@@ -8,7 +8,6 @@ it is complete, says so and changes nothing. See the README for ImageNet / CIFAR
 eight GPUs and several machines.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -182,12 +181,9 @@ def export_formats(values):
 
 
 def _read_result(path):
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except (OSError, ValueError, RecursionError):
-        return None
-    return result if isinstance(result, dict) else None
+    from sknet_keras.trainers.run_files import read_json
+
+    return read_json(path)
 
 
 def _finish(trainer, model_dir, formats, history=None):
