@@ -52,7 +52,28 @@ def pytest_addoption(parser):
                      help="also run the tests marked large and extra_large")
 
 
+# The longest tests (measured, `--durations`), started first: over two pytest-xdist workers a
+# long test collected last leaves the other worker idle for its whole length at the end.
+LONGEST_FIRST = (
+    "tests/test_backends.py::test_every_family_fits_alike_on_other_backends",
+    "tests/test_run_state.py::test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one",
+    "tests/test_trainer.py::test_multi_worker_mirrored_two_processes_stop_together_on_sigterm",
+    "tests/test_trainer.py::test_mirrored_strategy_over_two_cpus",
+    "tests/test_benchmark.py::test_smoke_run_writes_table_and_json",
+    "tests/test_trainer.py::test_corrupt_images_are_named_and_skipped_or_stop_the_run",
+    "tests/test_se_bn_inception.py::test_backbone_contract_on_a_narrow_copy",
+)
+
+
+def _longest_first(item):
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_longest_first)  # stable: the others keep their order
     run_extra_large = config.getoption("--run_extra_large")
     run_large = config.getoption("--run_large") or run_extra_large
     skip_large = pytest.mark.skip(reason="tier large: pass --run_large to run it")

@@ -261,6 +261,78 @@ def test_a_diverging_run_stops_at_its_step_and_keeps_the_last_good_checkpoint(ru
     assert checkpoints.latest_checkpoint(str(run_copy)) == ckpt(run_copy, 2)
 
 
+# --- preemption -----------------------------------------------------------------------------
+
+def _signal_inside_step(monkeypatch, step, signum):
+    """The process signals itself from inside training step `step` (as the loop's graph runs
+    it, so the signal arrives mid-loop, as a scheduler's would)."""
+    import tensorflow as tf
+
+    from sknet_keras.trainers.task import ClassificationTask
+
+    original = ClassificationTask.train_step
+
+    def send():
+        os.kill(os.getpid(), signum)
+        return 0
+
+    def train_step(self, batch, model, optimizers, forward_backward=None):
+        at = tf.equal(optimizers["optimizer"].iterations, step - 1)
+        tf.cond(at, lambda: tf.py_function(send, [], tf.int32), lambda: tf.constant(0))
+        return original(self, batch, model, optimizers, forward_backward)
+
+    monkeypatch.setattr(ClassificationTask, "train_step", train_step)
+
+
+@pytest.mark.parametrize("second", [None, "SIGTERM"])  # SIGINT: the chaos test
+def test_a_signal_checkpoints_the_step_in_progress_and_resumes_exactly(
+        finished, run_copy, capsys, monkeypatch, second):
+    """SIGTERM inside step 5 of the loop 5-6 (resumed from ckpt-4): the run stops after step
+    5 with ckpt-5 saved, status 143; re-run, it ends with the weights and every figure of the
+    run never stopped (its last loop's loss sums restored). `second`: another signal arrives
+    while ckpt-5 is being written: the save completes, ckpt-4 stays as it was."""
+    import signal
+
+    import tensorflow as tf
+
+    from sknet_keras.trainers.preemption import Preempted
+
+    remove_checkpoint(run_copy, 6)
+    for name in ("final.weights.h5", "result.json"):
+        os.remove(run_copy / name)
+    kept = {k: v for k, v in snapshot(run_copy).items() if k.startswith("checkpoints/ckpt-4")}
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+    _signal_inside_step(monkeypatch, 5, signal.SIGTERM)
+    if second:
+        original_save = tf.train.CheckpointManager.save
+
+        def save_signalled(self, *args, **kwargs):
+            os.kill(os.getpid(), getattr(signal, second))
+            return original_save(self, *args, **kwargs)
+
+        monkeypatch.setattr(tf.train.CheckpointManager, "save", save_signalled)
+    with pytest.raises(Preempted) as stopped:
+        train(run_copy, capsys)
+    out = capsys.readouterr().out  # (train() printed it; the watcher's lines are here too)
+    assert stopped.value.status == 128 + signal.SIGTERM
+    assert str(stopped.value) == (f"stopped by SIGTERM at step 5: saved {ckpt(run_copy, 5)}; "
+                                  "run the same command again to resume")
+    record = checkpoints.read_progress(ckpt(run_copy, 5))
+    assert record["step"] == 5 and record["loop_sums"]["seen"] == [16.0]
+    if second:
+        assert f"{second} received again: the checkpoint is completed first" in out, out
+    now = snapshot(run_copy)
+    assert {k: v for k, v in now.items() if k.startswith("checkpoints/ckpt-4")} == kept
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
+    monkeypatch.undo()
+
+    out = train(run_copy, capsys)
+    assert f"resumed from {ckpt(run_copy, 5)} at step 5" in out
+    assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
+    got, want = (_command()._read_result(str(d / "result.json")) for d in (run_copy, finished))
+    assert got == want  # loss and accuracy of the loop 5-6, evaluation, checksum, exports
+
+
 # --- a full disk ----------------------------------------------------------------------------
 
 @pytest.fixture

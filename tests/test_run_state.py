@@ -4,6 +4,7 @@ of a run equals evaluation of its exported weights, and uneven batches count eve
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tensorflow as tf
 from command_cases import run_cases
 from conftest import DATA_DIR
 from sknet_keras.registry import ResNetConfig, SKConfig
+from sknet_keras.trainers import checkpoints
 from sknet_keras.trainers.loop import CheckpointError, restore_checked
 from sknet_keras.applications import build_model
 from sknet_keras.weights.files import read_weights, save_weights
@@ -93,22 +95,38 @@ def _listing(*parts):
         return []
 
 
-def _kill_when(cmd, model_dir, ready, delay, timeout=300):
-    """Start `cmd`; SIGKILL it `delay` seconds after `ready(names)` first names something
-    (`names`: what appeared in model_dir and its checkpoints since the start, polled every
-    millisecond). Returns what was named, or None if the command ended first."""
+def _interrupt(cmd, model_dir, plan, timeout=300):
+    """Start `cmd`; for each (ready, delay, signal) of `plan` in turn, send the signal
+    `delay` seconds after `ready(names)` first names something (`names`: what appeared in
+    model_dir and its checkpoints since the start, polled every millisecond). Then wait for
+    the command's end. Returns (what each step saw, None once the command had ended first;
+    exit status; its output)."""
     before = _names(model_dir)
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, seen = time.time() + timeout, None
-    while time.time() < deadline and proc.poll() is None:
-        seen = ready(_names(model_dir) - before)
-        if seen:
-            time.sleep(delay)
-            break
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return seen
+    with open(f"{model_dir}.stderr", "w+") as err:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=err, stderr=subprocess.STDOUT)
+        deadline, seen = time.time() + timeout, []
+        for ready, delay, signum in plan:
+            found = None
+            while time.time() < deadline and proc.poll() is None:
+                found = ready(_names(model_dir) - before)
+                if found:
+                    time.sleep(delay)
+                    break
+                time.sleep(0.001)
+            alive = proc.poll() is None
+            if alive:
+                proc.send_signal(signum)
+            seen.append(found if alive else None)
+        status = proc.wait(timeout=timeout)
+        err.seek(0)
+        return seen, status, err.read()
+
+
+def _kill_when(cmd, model_dir, ready, delay):
+    """SIGKILL `cmd` `delay` seconds after `ready` first names something (see _interrupt);
+    returns what was named, or None if the command ended first."""
+    seen, _, _ = _interrupt(cmd, model_dir, [(ready, delay, signal.SIGKILL)])
+    return seen[0]
 
 
 def _checkpoint(new):
@@ -132,11 +150,12 @@ def _exporting(new):
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     """The chaos test: five SIGKILLs at seeded random moments (mid-epoch, inside
-    checkpoint saves, inside the export), resumed each time by the same command: final
-    weights and result.json bit-identical to a run never interrupted, with augmentation
-    (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
+    checkpoint saves, inside the export) and two SIGTERMs (one at a random moment, one
+    followed by SIGINT inside the save it causes), resumed each time by the same command:
+    final weights and result.json bit-identical to a run never interrupted, with
+    augmentation (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
     args = ["--model=mini_sknet", "--image_size=32", "--batch_size=16", "--steps_per_epoch=6",
-            "--max_steps=14", "--steps_per_loop=1", "--mixed_precision=float32",
+            "--max_steps=18", "--steps_per_loop=2", "--mixed_precision=float32",
             "--augment=senet", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--seed=3",
             "--export=weights,saved_model"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
@@ -146,6 +165,23 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     cmd = TRAIN + args + [f"--model_dir={killed}"]
     kills = [_kill_when(cmd, killed, _checkpoint, rng.uniform(0, 1.5)) for _ in range(2)]
     kills += [_kill_when(cmd, killed, _writing, 0.0) for _ in range(2)]  # inside a save
+    for second in (None, signal.SIGINT):
+        plan = [(_checkpoint, rng.uniform(0, 0.4), signal.SIGTERM)]
+        if second:
+            plan.append((_writing, 0.0, second))  # inside the save the SIGTERM causes
+        seen, status, out = _interrupt(cmd, killed, plan)
+        print(seen, out[-300:])
+        assert seen[0] and status == 128 + signal.SIGTERM, (seen, status, out[-3000:])
+        stopped = re.findall(r"stopped by SIGTERM at step (\d+): saved (\S+);", out)
+        assert len(stopped) == 1, out[-3000:]
+        step, saved = stopped[0]
+        assert saved == os.path.join(killed, "checkpoints", f"ckpt-{step}")
+        assert checkpoints.latest_checkpoint(killed) == saved
+        received = re.findall(r"SIGTERM received at step (\d+)", out)
+        assert int(step) - int(received[0]) in (0, 1), out[-3000:]
+        if second and seen[1]:
+            assert "SIGINT received again: the checkpoint is completed first" in out
+        kills.append(f"SIGTERM {seen}: stopped at step {step}")
     kills.append(_kill_when(cmd, killed, _exporting, rng.uniform(0, 0.2)))  # the SavedModel
     print("kills:", kills)
     assert all(kills), kills  # each kill came at its moment, not after the run had ended

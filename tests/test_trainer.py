@@ -5,6 +5,8 @@ import http.server
 import io
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import tensorflow as tf
 from command_cases import run_cases
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
+from sknet_keras.weights.files import read_weights
 
 pytestmark = pytest.mark.large
 
@@ -228,27 +231,68 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_worker_mirrored_two_processes(tmp_path):
+def _workers(model_dir, signal_worker=None):
+    """Run the trainer as two MultiWorkerMirrored workers on 127.0.0.1; with
+    `signal_worker`, send it SIGTERM once the chief's first checkpoint is written (the
+    second loop is running). Returns [(status, output)] per worker."""
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    model_dir = str(tmp_path / "run")
     procs = []
     for task in range(2):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster,
                                               "task": {"type": "worker", "index": task}}))
         procs.append(subprocess.Popen(
-            TRAIN + SMALL + ["--strategy=multi_worker_mirrored", "--max_steps=4",
-                             "--steps_per_epoch=4", "--steps_per_loop=2",
+            TRAIN + SMALL + ["--strategy=multi_worker_mirrored", "--max_steps=6",
+                             "--steps_per_epoch=6", "--steps_per_loop=3", "--export=weights",
                              "--mixed_precision=float32", f"--model_dir={model_dir}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
-    chief, other = result(model_dir), result(model_dir, "result.worker1.json")
-    assert chief["step"] == other["step"] == 4
+    if signal_worker is not None:
+        first = os.path.join(model_dir, "checkpoints", "ckpt-3.index")
+        deadline = time.time() + 300
+        while not os.path.exists(first) and time.time() < deadline and procs[0].poll() is None:
+            time.sleep(0.005)
+        time.sleep(0.15)  # most often inside the second loop (steps 4-6)
+        procs[signal_worker].send_signal(signal.SIGTERM)
+    return [(p.wait(timeout=600), p.communicate()[0]) for p in procs]
+
+
+def test_multi_worker_mirrored_two_processes_stop_together_on_sigterm(tmp_path):
+    """Two workers; then the same run with SIGTERM sent to the second worker mid-loop: both
+    stop at the same step with its checkpoint, status 143, and re-run, end with the weights
+    of the run never stopped."""
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    outputs = _workers(straight)
+    assert all(code == 0 for code, _ in outputs), "\n".join(o[-3000:] for _, o in outputs)
+    chief, other = result(straight), result(straight, "result.worker1.json")
+    assert chief["step"] == other["step"] == 6
     # 360 evaluation images, global batch 32 over 2 workers: the last batch is uneven.
     assert chief["val_examples"] == other["val_examples"] == 360
     assert chief["weights_checksum"] == other["weights_checksum"]
-    assert "over 2 replica(s)" in outputs[0]
+    assert "over 2 replica(s)" in outputs[0][1]
+
+    outputs = _workers(stopped, signal_worker=1)
+    steps = []
+    for code, out in outputs:
+        assert code == 128 + signal.SIGTERM, out[-3000:]
+        found = re.findall(r"stopped by (SIGTERM|another worker's signal) at step (\d+)", out)
+        assert len(found) == 1, out[-3000:]
+        steps.append(int(found[0][1]))
+    received = re.findall(r"SIGTERM received at step (\d+)", outputs[1][1])
+    assert len(received) == 1, outputs[1][1][-3000:]
+    print("SIGTERM at step", received[0], "; stopped at", steps)
+    # The step in progress when it came, or the one done when it came between two steps.
+    assert steps[0] == steps[1] and steps[0] - int(received[0]) in (0, 1), (received, steps)
+    assert os.path.exists(os.path.join(stopped, "checkpoints", f"ckpt-{steps[0]}.index"))
+    assert not os.path.exists(os.path.join(stopped, "result.json"))
+
+    outputs = _workers(stopped)
+    assert all(code == 0 for code, _ in outputs), "\n".join(o[-3000:] for _, o in outputs)
+    assert f"resumed from {stopped}/checkpoints/ckpt-{steps[0]}" in outputs[0][1]
+    resumed = result(stopped)
+    assert resumed["weights_checksum"] == chief["weights_checksum"]
+    a, b = (read_weights(os.path.join(d, "final.weights.h5"))[0] for d in (straight, stopped))
+    assert sorted(a) == sorted(b) and any("branch1_conv" in k for k in a)
+    assert not [k for k in a if not np.array_equal(a[k], b[k])]
 
 
 # --- real tfds reading ----------------------------------------------------------------------

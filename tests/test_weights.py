@@ -182,6 +182,143 @@ def test_a_corrupted_download_is_reported_and_not_kept(tmp_path):
     assert not target.exists() and not (tmp_path / "w.bin.part").exists()
 
 
+class FaultyServer:
+    """A local HTTP server whose first answer is `fault` and the next ones correct (with
+    Range and 416 as a real server): "long_length" (a Content-Length 1000 bytes longer than
+    what it sends, then the connection closes), "short_length" (one 1000 bytes shorter: the
+    client reads a truncated file), "wrong_range" (a resumed request answered 206 from byte
+    0), "redirect_loop" (every answer a 302 to the other of two URLs), "html" (a 200
+    sign-in page)."""
+
+    def __init__(self, payload, fault):
+        self.payload, self.fault, self.requests = payload, fault, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                fault, server.fault = server.fault, (server.fault if server.fault in (
+                    "redirect_loop", "html") else None)
+                if fault == "redirect_loop":
+                    self.send_response(302)
+                    self.send_header("Location", "/b" if self.path == "/a" else "/a")
+                    self.end_headers()
+                    return
+                if fault == "html":
+                    page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                start = 0
+                if self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                if start >= len(server.payload):
+                    self.send_response(416)
+                    self.end_headers()
+                    return
+                if fault == "wrong_range":
+                    start = 0
+                body = server.payload[start:]
+                self.send_response(206 if self.headers.get("Range") else 200)
+                if self.headers.get("Range"):
+                    self.send_header("Content-Range",
+                                     f"bytes {start}-{len(server.payload) - 1}/"
+                                     f"{len(server.payload)}")
+                self.send_header("Content-Type", "application/octet-stream")
+                length = len(body) + {"long_length": 1000, "short_length": -1000}.get(fault, 0)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body[:length])
+                if fault == "long_length":
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/a"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _download(server, target, payload, **kwargs):
+    return download_lib.download(server.url, str(target), sha256=hashlib.sha256(payload)
+                                 .hexdigest(), size=len(payload), backoff=0.01,
+                                 progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("fault", ["long_length", "wrong_range"])
+def test_a_download_a_server_gets_wrong_ends_with_the_published_file(fault, tmp_path):
+    """A Content-Length longer than what is sent: resumed from the part file (the server
+    then answers 416, the part is checked and complete). A resumed request answered from
+    byte 0: started over, not appended."""
+    payload = os.urandom(200_000)
+    server = FaultyServer(payload, fault)
+    target = tmp_path / "w.bin"
+    if fault == "wrong_range":
+        (tmp_path / "w.bin.part").write_bytes(payload[:50_000])  # an earlier attempt's part
+    try:
+        assert _download(server, target, payload) == str(target)
+    finally:
+        server.close()
+    assert target.read_bytes() == payload
+    assert not (tmp_path / "w.bin.part").exists()
+    if fault == "long_length":
+        assert [r for _, r in server.requests] == [None, "bytes=200000-"]
+
+
+@pytest.mark.parametrize("fault,message,requests", [
+    ("short_length", r"^the file downloaded from \S+ is not the published one: it has "
+                     r"199,000 bytes, the publisher states 200,000; it was deleted$", 1),
+    ("redirect_loop", r"^\S+: HTTP 302: .*\(redirected in a loop, or to nowhere\); nothing "
+                      r"was written$", None),
+    ("html", r"^\S+ sent a web page \(text/html; charset=utf-8\), not the file: a sign-in, "
+             r"quota or error page\? Nothing was written from it$", 1),
+])
+def test_a_download_that_cannot_be_the_file_fails_at_once_and_keeps_nothing(
+        fault, message, requests, tmp_path):
+    payload = os.urandom(200_000)
+    server = FaultyServer(payload, fault)
+    target = tmp_path / "w.bin"
+    try:
+        with pytest.raises(download_lib.DownloadError, match=message):
+            _download(server, target, payload)
+    finally:
+        server.close()
+    assert sorted(os.listdir(tmp_path)) == []  # no file, no part file, nothing cached
+    if requests:
+        assert len(server.requests) == requests  # no retry of what cannot succeed
+    else:
+        assert 2 <= len(server.requests) <= 12  # urllib's redirect limit, once
+
+
+def test_an_html_page_answering_a_resume_keeps_the_part_for_later(tmp_path):
+    payload = os.urandom(200_000)
+    part = tmp_path / "w.bin.part"
+    part.write_bytes(payload[:80_000])
+    server = FaultyServer(payload, "html")
+    try:
+        with pytest.raises(download_lib.DownloadError, match="sent a web page"):
+            _download(server, tmp_path / "w.bin", payload)
+    finally:
+        server.close()
+    assert part.read_bytes() == payload[:80_000]  # resumable, untouched
+    server = FaultyServer(payload, None)
+    try:
+        _download(server, tmp_path / "w.bin", payload)
+    finally:
+        server.close()
+    assert (tmp_path / "w.bin").read_bytes() == payload
+    assert server.requests == [("/a", "bytes=80000-")]
+
+
 def test_a_rounded_published_size_is_checked_to_its_rounding(tmp_path):
     path = tmp_path / "w.bin"
     path.write_bytes(b"x" * 1000)

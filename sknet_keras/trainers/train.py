@@ -202,15 +202,23 @@ def _finish(trainer, model_dir, formats, history=None):
             print(f"exported {', '.join(records)} in {model_dir}")
         run_files.write_json(path, history)
         return history
-    if not trainer.chief:
-        return None
-    result, source = _read_result(path), trainer.resumed_from
-    if result is None:  # killed after the last checkpoint, before the result was written
-        progress = checkpoints.read_progress(source) or {}
-        if trainer.task.spec.eval_examples and "val_top1" not in progress:
-            progress.update(trainer.evaluate())
+    source = trainer.resumed_from
+    progress = checkpoints.read_progress(source) or {}
+    if trainer.task.spec.eval_examples and "val_top1" not in progress:
+        # Stopped before its last evaluation. Every worker evaluates (a collective under
+        # MultiWorkerMirroredStrategy): the record read is the same file for all of them.
+        progress.update(trainer.evaluate())
+        if trainer.chief:
+            checkpoints.write_progress(source, progress)
+    result = _read_result(path)
+    if result is None:  # stopped after the last checkpoint, before the result was written
         result = dict(trainer.final_history(progress), step=trainer.step)
+        if not trainer.chief:
+            run_files.write_json(path, result)
+            return result
         print(f"{path} was missing or unreadable: written again from {source}")
+    if not trainer.chief:
+        return result
     records = dict(result.get("exports", {}))
     redo = []
     for fmt in formats:
@@ -266,12 +274,14 @@ def train(config, model_dir, resume=True, export=True, mode="train"):
     if trainer.complete and trainer.resumed_from:
         print(f"already complete at step {trainer.step} ({task.total_steps} steps); nothing "
               f"to train (--mode=eval evaluates it again)")
-        _finish(trainer, model_dir, formats)
+        with trainer.stop:  # a signal during the exports: stop between two of them
+            _finish(trainer, model_dir, formats)
         _print_result(model_dir)
         return None
     if trainer.chief:
         write_config(config, model_dir)
-    history = _finish(trainer, model_dir, formats, trainer.train())
+    with trainer.stop:
+        history = _finish(trainer, model_dir, formats, trainer.train())
     if "val_top1" in history:
         print(f"validation accuracy: {history['val_top1']:.4f} (top-5 "
               f"{history['val_top5']:.4f}, chance {1 / spec.num_classes:.4f})")
@@ -286,8 +296,14 @@ def main(argv):
     model_dir = FLAGS.model_dir
     created = not os.path.exists(model_dir)
     os.makedirs(model_dir, exist_ok=True)
+    from sknet_keras.trainers.preemption import Preempted
+
     try:
         train(config, model_dir, FLAGS.resume, formats, FLAGS.mode)
+    except Preempted as e:  # not an error: the run's progress is saved
+        sys.stdout.flush()
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(e.status)
     except BaseException:
         # A run that fails before its first checkpoint leaves nothing behind.
         from sknet_keras.trainers.loop import latest_checkpoint

@@ -5,10 +5,14 @@ Written by hand because `keras.utils.get_file` restarts an interrupted download 
 timm and torchvision publish the sha256 prefix in their file names. A download goes to
 `<file>.part`; after a failure it continues with an HTTP Range request; the finished file is
 checked against the published size and hash before it is renamed into place, and a file that
-fails the check is deleted, never kept.
+fails the check is deleted, never kept. What servers get wrong (tested against a local
+server): a connection dropped mid-file or a Content-Length longer than what is sent (resumed
+from the part file), a Range ignored or answered from another offset (started over), a
+redirect loop or an HTML page instead of the file (refused at once, nothing written).
 """
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -48,16 +52,34 @@ def verify(path, sha256=None, sha384=None, size=None, size_tolerance=0):
     return None
 
 
+_HTML = (b"<!doctype html", b"<html", b"<head", b"<?xml")
+
+
+def _range_start(response):
+    """The first byte of a 206 answer ("Content-Range: bytes 100-299/300"), or None."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        return int(value.split()[1].split("-")[0]) if value.startswith("bytes ") else None
+    except (IndexError, ValueError):
+        return None
+
+
 def _fetch_once(url, part, timeout, progress):
     have = os.path.getsize(part) if os.path.exists(part) else 0
     request = urllib.request.Request(url, headers={"User-Agent": "sknet_keras"})
     if have:
         request.add_header("Range", f"bytes={have}-")
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        if have and response.status != 206:  # the server ignored the range: start over
-            have = 0
+        if have and (response.status != 206 or _range_start(response) not in (None, have)):
+            have = 0  # the server ignored the range, or answered another one: start over
+        kind = response.headers.get("Content-Type", "")
+        first = response.read(CHUNK)
+        if kind.startswith("text/html") or first.lstrip()[:16].lower().startswith(_HTML):
+            raise DownloadError(
+                f"{url} sent a web page ({kind or 'HTML'}), not the file: a sign-in, "
+                f"quota or error page? Nothing was written from it")
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
+        total = have + int(length) if length is not None and length.isdigit() else None
         bar = None
         if progress:
             import keras
@@ -65,14 +87,13 @@ def _fetch_once(url, part, timeout, progress):
             bar = keras.utils.Progbar(total, unit_name="byte")
             bar.update(have)
         with open(part, "ab" if have else "wb") as f:
-            while True:
-                block = response.read(CHUNK)
-                if not block:
-                    break
+            block = first
+            while block:
                 f.write(block)
                 have += len(block)
                 if bar is not None:
                     bar.update(have)
+                block = response.read(CHUNK)
     if total is not None and have < total:
         raise urllib.error.URLError(f"connection closed after {have} of {total} bytes")
 
@@ -95,10 +116,15 @@ def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=
                     done = True
                     break
                 os.remove(part)
+            elif 300 <= e.code < 400:  # urllib follows redirects; this is a loop or a dead end
+                reason = str(e.reason).strip().splitlines()[0] if str(e.reason).strip() else ""
+                raise DownloadError(f"{url}: HTTP {e.code}: {reason} (redirected in a loop, "
+                                    "or to nowhere); nothing was written") from None
             elif 400 <= e.code < 500 and e.code not in (408, 429):
                 raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
             last = e
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (urllib.error.URLError, OSError, TimeoutError,
+                http.client.HTTPException) as e:
             last = e
             if attempt >= 1 and _size(part) == before:
                 break  # no byte came, twice: offline or unreachable, retrying will not help
