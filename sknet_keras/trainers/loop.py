@@ -18,7 +18,6 @@ measured here with TF 2.21 / Keras 3.15, `fit` fails under MultiWorkerMirroredSt
   finishes that loop where it would have ended, so its figures are the uninterrupted run's.
 """
 
-import errno
 import os
 import shutil
 import tempfile
@@ -29,8 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from sknet_keras.layers import sk_paths
-from sknet_keras.weights.files import save_weights
-from sknet_keras.trainers import checkpoints, pipeline, preemption, run_files
+from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run_files
 from sknet_keras.trainers.checkpoints import (CHECKPOINT_SUBDIR, CheckpointError,  # noqa: F401
                                               latest_checkpoint, restore_checked)
 from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES
@@ -382,48 +380,18 @@ class Trainer:
         return result
 
     def export(self, formats=DEFAULT_EXPORTS):
-        """Write `formats` (EXPORTS' names) into model_dir (chief only); returns their
-        records {file name: {"bytes", "sha256"}}. Each goes to a temporary name and is renamed
-        into place: complete or absent. A full disk stops in one line (OSError ENOSPC)."""
+        """Write `formats` (`exports.EXPORTS`' names) into model_dir (chief only); returns
+        their records {file name: {"bytes", "sha256"}}; a signal stops it between two."""
         if not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
             return {}
         records = {}
         for name in formats:
-            file_name, write = EXPORTS[name]
+            file_name = EXPORT_FILES[name]
             if self.stop.requested:
                 raise preemption.Preempted(
                     f"stopped by {self.stop.received[0]} before writing {file_name}: the run "
                     f"is complete at step {self.step}; run the same command again to write "
                     "its exports", preemption.exit_status(self.stop.received[0]))
-            path = os.path.join(self.model_dir, file_name)
-            tmp = os.path.join(self.model_dir, f".tmp.{file_name}")  # same suffix: Keras checks it
-            run_files.remove(tmp)
-            try:
-                write(self.model, tmp)
-                run_files.remove(path)  # a folder cannot be renamed over
-                os.replace(tmp, path)
-            except BaseException as e:
-                run_files.remove(tmp)
-                if run_files.is_disk_full(e):
-                    raise OSError(errno.ENOSPC, f"the disk is full: could not write "
-                                                f"{path}") from None
-                raise
-            records[file_name] = run_files.record(path)
+            records[file_name] = exports.write(self.model, self.model_dir, name)
         return records
-
-
-def _exporter(fmt):
-    return lambda model, path: model.export(path, format=fmt, verbose=False)
-
-
-# --export's names: (file or folder in model_dir, writer). The SavedModel / LiteRT / ONNX
-# files take normalized images and give logits (Keras' `model.export`).
-_WRITERS = {
-    "weights": save_weights,
-    "keras": lambda model, path: model.save(path),
-    "saved_model": _exporter("tf_saved_model"),
-    "litert": _exporter("litert"),
-    "onnx": _exporter("onnx"),
-}
-EXPORTS = {name: (EXPORT_FILES[name], _WRITERS[name]) for name in EXPORT_FILES}
