@@ -272,3 +272,112 @@ def _is_clear(error, message, path):
                UnsafePickleError.__name__}
     return (error in allowed and (os.path.basename(path) in message or path in message)
             and "|" not in message)
+
+
+# --- images of an image folder ----------------------------------------------------------------
+
+IMAGE_MEMORY_LIMIT = 12 << 30  # TensorFlow's address space is larger than its use
+
+_IMAGE_CHILD = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+import tensorflow as tf
+from sknet_keras.trainers import datasets, pipeline
+from sknet_keras.trainers.configs import recipe
+spec = datasets.load_spec("image_folder", sys.argv[1])
+data = recipe("imagenet_senet", "image_folder").override(image_size=32).data
+out = {{}}
+for split, training in (("train", True), ("validation", False)):
+    counter = pipeline.BadImageCounter()
+    ds = pipeline.make_dataset(spec, split, data, 1, training, counter=counter)
+    read = sum(1 if training else int(batch[2].numpy()[0]) for batch in ds)
+    out[split] = [read, counter.count]
+print("COUNTS" + json.dumps(out))
+"""
+
+
+def _png(width, height, rows=None):
+    """A PNG (RGB, 8 bits) of `rows` (bytes per row, filter byte first) or zeros."""
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff))
+
+    raw = rows if rows is not None else bytes(height * (1 + 3 * width))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                              0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def _jpeg_declaring(data, height, width):
+    """`data` (a JPEG) with its frame header (SOF0) declaring height × width."""
+    b = bytearray(data)
+    at = b.index(b"\xff\xc0") + 5  # marker, length (2), precision (1), then height, width
+    b[at:at + 4] = struct.pack(">HH", height, width)
+    return bytes(b)
+
+
+def _hostile_images(rng):
+    import tensorflow as tf
+
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).numpy()
+    return [
+        ("a JPEG declaring 65 000 x 65 000 pixels", "huge.jpg",
+         _jpeg_declaring(jpeg, 65000, 65000)),
+        ("a PNG declaring 100 000 x 100 000 pixels", "huge_header.png",
+         _png(100_000, 100_000, rows=bytes(3 * 100_000 + 1))),
+        ("a PNG bomb: 20 000 x 20 000 zeros in a few hundred kB", "bomb.png",
+         _png(20_000, 20_000)),
+        ("a GIF named .jpg, declaring 65 535 x 65 535", "gif.jpg",
+         b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b"\x2c"
+         + bytes(8) + b"\x00\x02\x02\x44\x01\x00\x3b"),
+        ("a BMP named .png, declaring 60 000 x 60 000", "bmp.png",
+         b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack(
+             "<IiiHHIIiiII", 40, 60000, 60000, 1, 24, 0, 0, 0, 0, 0, 0)),
+    ]
+
+
+def test_image_folder_images_damaged_or_hostile_are_named_and_skipped(tmp_path):
+    """60 mutations each of a JPEG and a PNG, and crafted ones (huge declared sizes, a PNG
+    decompression bomb, other formats under a .jpg / .png name), through the trainer's real
+    image-folder pipeline (training crops and evaluation decoding), in a child whose
+    address space is capped: every image is read or named and skipped, nothing crashes."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    valid = {"jpg": tf.io.encode_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+             .numpy(),
+             "png": tf.io.encode_png(rng.integers(0, 255, (36, 30, 3), dtype=np.uint8))
+             .numpy()}
+    files = [(f"valid{i}.{ext}", data) for ext, data in valid.items() for i in range(2)]
+    for ext, data in valid.items():
+        files += [(f"{ext}_{i}_{kind.replace(' ', '_')}.{ext}", mutated)
+                  for i, (kind, mutated) in enumerate(_mutations(data, rng))]
+    hostile = _hostile_images(rng)
+    files += [(name, data) for _, name, data in hostile]
+    root = tmp_path / "folder"
+    for split in ("train", "validation"):
+        for i, (name, data) in enumerate(files):
+            folder = root / split / ("cat", "dog")[i % 2]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    code = _IMAGE_CHILD.format(limit=IMAGE_MEMORY_LIMIT)
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
+                          text=True, timeout=900,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, f"the pipeline's process died ({proc.returncode}):\n" \
+                                 f"{proc.stderr[-3000:]}"
+    counts = json.loads(proc.stdout.split("COUNTS", 1)[1])
+    named = {line.rsplit("/", 1)[-1].strip("\"' ") for line in proc.stderr.splitlines()
+             if "corrupt or undecodable image:" in line}
+    print(f"image folder: {len(files)} files per split, "
+          f"{ {s: dict(read=r, skipped=k) for s, (r, k) in counts.items()} }")
+    for split, (read, skipped) in counts.items():
+        assert read + skipped == len(files), (split, read, skipped)
+    lines = [line for line in proc.stderr.splitlines() if "corrupt or undecodable" in line]
+    assert len(lines) == sum(k for _, k in counts.values())  # one line per image skipped
+    assert all(line.startswith("skipping corrupt or undecodable image: /") for line in lines)
+    for _, name, _ in hostile:
+        assert name in named, (name, proc.stderr[-2000:])
+    assert not {f"valid{i}.{ext}" for ext in valid for i in range(2)} & named

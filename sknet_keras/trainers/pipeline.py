@@ -52,6 +52,31 @@ def _looks_complete(encoded):
     return tf.logical_and(jpeg_ok, png_ok)
 
 
+# The largest image decoded: 2^26 pixels (8192 x 8192; 201 MB as RGB bytes, 805 MB as the
+# float32 image evaluation resizes). A file may declare any size in a few bytes (a 65 000 x
+# 65 000 JPEG header on 40 x 48 pixels of data, a PNG of 20 000 x 20 000 zeros in 300 kB):
+# decoded, it would take gigabytes per image in each parallel decoder.
+MAX_PIXELS = 1 << 26
+
+
+def _declared_size_ok(encoded):
+    """An op that fails (the image is then named and skipped, as undecodable) unless
+    `encoded` is a JPEG or PNG whose header declares at most MAX_PIXELS pixels; read from
+    the header alone, before anything is decoded. Other formats (a GIF or BMP under a .jpg
+    name) are refused: the image folder takes .jpg, .jpeg and .png."""
+    head = tf.strings.substr(tf.strings.join([encoded, b"\0" * 24]), 0, 24)
+    is_jpeg = tf.strings.substr(head, 0, 2) == b"\xff\xd8"
+    is_png = tf.strings.substr(head, 0, 8) == b"\x89PNG\r\n\x1a\n"
+    png = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8), tf.int64)
+    png_pixels = ((png[0] * 256 + png[1]) * 256 + png[2]) * 256 + png[3]
+    png_pixels *= ((png[4] * 256 + png[5]) * 256 + png[6]) * 256 + png[7]
+    pixels = tf.cond(is_jpeg, lambda: tf.reduce_prod(tf.cast(
+        tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)), lambda: png_pixels)
+    return tf.debugging.Assert(
+        tf.logical_and(tf.logical_or(is_jpeg, is_png), pixels <= MAX_PIXELS),
+        ["not a JPEG or PNG, or larger than MAX_PIXELS:", pixels], summarize=1)
+
+
 def _decode(encoded):
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
@@ -216,7 +241,8 @@ def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
         return _looks_complete(record[0])
 
     def decode(position, record):
-        return position, prepare(*record)
+        with tf.control_dependencies([_declared_size_ok(record[0])]):
+            return position, prepare(*record)
 
     def check(last, element):
         position, example = element
@@ -254,6 +280,7 @@ def _second(a, b):
 
 def _report(names, counter):
     lines = tf.strings.reduce_join("skipping " + BAD_IMAGE + " " + names, separator="\n")
+    lines = tf.reshape(lines, [])  # of known rank: tf.print quotes and escapes the others
     ops = [tf.print(lines, output_stream=sys.stderr)]
     if counter is not None:
         ops.append(counter.variable.assign_add(tf.size(names, tf.int64)))
