@@ -45,31 +45,10 @@ def run_evaluation(strategy, task, model, counter=None):
     step = tf.function(evaluate_batch)
     top1 = top5 = count = 0.0
     dataset = task.build_inputs(strategy, training=False, counter=counter)
-    for batch in _stop_on_bad_image(dataset):
+    for batch in pipeline.stop_on_bad_image(dataset):
         a, b, n = (float(v.numpy()) for v in step(batch))
         top1, top5, count = top1 + a, top5 + b, count + n
     return top1 / max(count, 1), top5 / max(count, 1), int(count)
-
-
-def _stop_on_bad_image(dataset):
-    """Iterate, turning `--on_bad_image=stop`'s assertion into a DataError naming the file."""
-    iterator = iter(dataset)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.InvalidArgumentError as e:
-            raise _bad_image_error(e) from None
-
-
-def _bad_image_error(error):
-    message = getattr(error, "message", str(error))
-    if pipeline.BAD_IMAGE in message:
-        name = message.split(pipeline.BAD_IMAGE, 1)[1].strip().splitlines()[0].strip()
-        name = name.strip("[]'\" ").removeprefix("b'").strip("'")
-        return DataError(f"{pipeline.BAD_IMAGE} {name} (--on_bad_image=stop)")
-    return error
 
 
 class Trainer:
@@ -214,27 +193,35 @@ class Trainer:
             v.assign(tf.zeros_like(v))
         return values
 
+    def _replica_sums_impl(self):
+        """[replicas, 1 + metrics]: each replica's id and metric sums, from every worker."""
+        def local():
+            ctx = tf.distribute.get_replica_context()
+            return tf.stack([tf.cast(ctx.replica_id_in_sync_group, tf.float32)]
+                            + [tf.identity(v) for v in self.metrics.values()])[None]
+
+        return self.strategy.gather(self.strategy.run(local), axis=0)
+
     def _loop_sums(self):
-        """Each replica's metric sums, as they are (for a loop stopped midway)."""
-        return {name: [float(c.numpy()) for c in self.strategy.experimental_local_results(v)]
-                for name, v in self.metrics.items()}
+        """Every replica's metric sums, by replica id (for a loop stopped midway; under
+        MultiWorkerMirroredStrategy an all-gather, which every worker reaches together)."""
+        rows = sorted(tf.function(self._replica_sums_impl)().numpy().tolist())
+        return {name: [row[i + 1] for row in rows] for i, name in enumerate(self.metrics)}
 
     def _restore_loop_sums(self):
         """A checkpoint taken midway through a loop (a signal) carries the loop's sums per
-        replica: restored, the resumed loop's figures are the uninterrupted one's. Not under
-        MultiWorkerMirroredStrategy, where only the chief's are recorded."""
+        replica: restored, the resumed loop's figures are the uninterrupted one's."""
         record = checkpoints.read_progress(self.resumed_from) if self.resumed_from else None
         sums = (record or {}).get("loop_sums")
-        if not sums or self._multi_worker:
-            return
+        replicas = self.strategy.num_replicas_in_sync
+        if not sums or any(len(sums.get(name, ())) != replicas for name in self.metrics):
+            return  # none, or another replica count: the loop's figures start from here
+        ids = self.strategy.experimental_local_results(tf.function(lambda: self.strategy.run(
+            lambda: tf.identity(tf.distribute.get_replica_context().replica_id_in_sync_group)
+        ))())
         for name, v in self.metrics.items():
-            local = self.strategy.experimental_local_results(v)
-            if len(sums.get(name, ())) != len(local):
-                return  # another replica count: the loop's figures start from here
-        for name, v in self.metrics.items():
-            for component, value in zip(self.strategy.experimental_local_results(v),
-                                        sums[name]):
-                component.assign(value)
+            for component, replica in zip(self.strategy.experimental_local_results(v), ids):
+                component.assign(sums[name][int(replica)])
 
     def _preempted(self, checkpoint):
         names = self.stop.received
@@ -260,7 +247,7 @@ class Trainer:
                 f"{epoch + 1}" + (f" ({skipped} corrupt image(s) skipped, named above)"
                                   if skipped else "") + "; lower --steps_per_epoch") from None
         except tf.errors.InvalidArgumentError as e:
-            raise _bad_image_error(e) from None
+            raise pipeline.bad_image_error(e) from None
 
     def train(self):
         """Train to the task's total steps; returns the final metrics. A signal stops it
@@ -325,7 +312,7 @@ class Trainer:
                     tf.summary.scalar("train/learning_rate", lr)
                 history.update(loss=loss, accuracy=acc)
                 record = self._progress(history)
-                if loop_sums and not self._multi_worker:
+                if loop_sums:
                     record["loop_sums"] = loop_sums
                 saved = checkpoints.save(self.manager, self.step, record,
                                          previous=self.last_checkpoint)

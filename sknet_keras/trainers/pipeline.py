@@ -22,7 +22,7 @@ import sys
 import tensorflow as tf
 
 from sknet_keras.applications.imagenet_utils import BGR_MEANS
-from sknet_keras.trainers.datasets import records
+from sknet_keras.trainers.datasets import DataError, records
 
 MEAN_STD = {
     "torch": ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
@@ -268,6 +268,28 @@ def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
     ds = ds.concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), placeholder)))
     ds = ds.scan(tf.constant(-1, tf.int64), check)
     return ds.filter(_second).map(_first)
+
+
+def stop_on_bad_image(dataset):
+    """Iterate, turning `--on_bad_image=stop`'s assertion into a DataError naming the file."""
+    iterator = iter(dataset)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as e:
+            raise bad_image_error(e) from None
+
+
+def bad_image_error(error):
+    """`error` as a DataError naming the image, if it is `--on_bad_image=stop`'s assertion."""
+    message = getattr(error, "message", str(error))
+    if BAD_IMAGE in message:
+        name = message.split(BAD_IMAGE, 1)[1].strip().splitlines()[0].strip()
+        name = name.strip("[]'\" ").removeprefix("b'").strip("'")
+        return DataError(f"{BAD_IMAGE} {name} (--on_bad_image=stop)")
+    return error
 
 
 def _first(a, b):
