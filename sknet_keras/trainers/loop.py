@@ -153,12 +153,16 @@ class Trainer:
         self.task.update_metrics(self.metrics, per_example, hits)
 
     def _train_loop_impl(self, iterator, steps):
+        """Returns the steps run (the optimizer's count skips float16 overflow steps)."""
+        ran = tf.constant(0)
         for _ in tf.range(steps):
             if self._stop_each_step and self._stop_requested_impl():
                 break  # a signal: stop before this step (see preemption)
             self.strategy.run(self._replica_step, args=(next(iterator),))
             if self._average_stats:
                 self._sync_moving_stats_impl()
+            ran += 1
+        return ran
 
     def _stop_requested_impl(self):
         """The stop flag, summed over the workers: every worker stops at the same step."""
@@ -234,7 +238,7 @@ class Trainer:
 
     def _run_loop(self, iterator, steps, epoch, done, steps_this_epoch):
         try:
-            self._train_loop(iterator, tf.constant(steps))
+            return int(self._train_loop(iterator, tf.constant(steps)))
         except tf.errors.OutOfRangeError:
             skipped = self.bad_images.count
             if skipped and done == 0:
@@ -280,11 +284,11 @@ class Trainer:
                     self._set_frozen(self.task.backbone_frozen(self.step))
                     if self.step < self.task.freeze_steps:  # stop the loop where it thaws
                         steps = min(steps, self.task.freeze_steps - self.step)
-                start, before = time.perf_counter(), self.step
-                self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
+                start = time.perf_counter()
+                ran = self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
                 elapsed = time.perf_counter() - start
                 stopping = bool(self._stop_requested())
-                planned, steps = steps, self.step - before
+                planned, steps = steps, ran
                 done += steps
                 loop_sums = self._loop_sums() if steps < planned else None
                 loss, acc = self._read_and_reset()

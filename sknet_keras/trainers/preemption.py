@@ -92,7 +92,8 @@ class StopSignal:
             if not data or 0 in data:
                 return
             for signum in data:
-                self._receive(signum)
+                if signum in SIGNALS:  # the fd gets every signal with a Python handler
+                    self._receive(signum)
 
     def _receive(self, signum):
         name = signal.Signals(signum).name
