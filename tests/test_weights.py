@@ -109,7 +109,20 @@ def test_not_a_checkpoint(tmp_path):
 
 # --- downloads --------------------------------------------------------------------------------
 
-class Server:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 answering with `handler` at `url` (`path`)."""
+
+    def _serve(self, handler, path):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Server(_LocalServer):
     """A local HTTP server for `payload`; it can fail first (drop mid-file, or 503) and
     honours Range requests, recording what it was asked."""
 
@@ -146,13 +159,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/weights.bin"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler, "/weights.bin")
 
 
 def test_download_resumes_after_a_dropped_connection_and_checks_the_hash(tmp_path):
@@ -182,7 +189,7 @@ def test_a_corrupted_download_is_reported_and_not_kept(tmp_path):
     assert not target.exists() and not (tmp_path / "w.bin.part").exists()
 
 
-class FaultyServer:
+class FaultyServer(_LocalServer):
     """A local HTTP server whose first answer is `fault` and the next ones correct (with
     Range and 416 as a real server): "long_length" (a Content-Length 1000 bytes longer than
     what it sends, then the connection closes), "short_length" (one 1000 bytes shorter: the
@@ -239,13 +246,7 @@ class FaultyServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/a"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler, "/a")
 
 
 def _download(server, target, payload, **kwargs):
