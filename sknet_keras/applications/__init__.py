@@ -6,12 +6,14 @@
 Like `keras.applications`, each family module (`sknet`, `sk_resnet`, `resnext`,
 `se_resnext`, `se_resnet`, `senet154`, `se_bn_inception`, `shufflenet_v2`) exposes its builders and a `preprocess_input` /
 `decode_predictions` whose default mode is the one its weights were trained with.
-`build_model(name, ...)` builds any registry model, including the ablation variants.
+`build_model(name, ...)` builds any registry model, including the ablation variants;
+`feature_model(name, levels=(2, 3, 4, 5))` gives its stage outputs at strides 4-32.
 """
 
 from sknet_keras.applications import (resnext, se_bn_inception, se_resnet, se_resnext,
                                       senet154, shufflenet_v2, sk_resnet, sknet)
 from sknet_keras.applications.builder import build_model
+from sknet_keras.applications.features import feature_model, pyramid_taps
 from sknet_keras.applications.imagenet_utils import (decode_predictions, preprocess_input,
                                                      preprocessing_mode)
 from sknet_keras.applications.resnext import ResNeXt50, ResNeXt101
@@ -30,6 +32,8 @@ FAMILY_MODULES = (sknet, sk_resnet, resnext, se_resnext, se_resnet, senet154, se
 
 __all__ = [
     "build_model",
+    "feature_model",
+    "pyramid_taps",
     "decode_predictions",
     "preprocess_input",
     "preprocessing_mode",

@@ -170,6 +170,22 @@ def inception_module(x, module, config):
     return x
 
 
+def _module_output(module, config):
+    suffix = "concat" if config.se_reduction is None else "se"
+    return f"inception_{module.name}_{suffix}"
+
+
+def pyramid_taps(config: BNInceptionConfig):
+    """{level: layer name} at stride 2**level: conv1 (2), conv2's 3×3 (4), then the last
+    module before each stride-2 module (3b at 8, 4d at 16) and the last module (5b at 32)."""
+    taps, level = {1: keras_name("conv1/7x7_s2") + "_relu",
+                   2: keras_name("conv2/3x3") + "_relu"}, 3
+    for module in config.modules:
+        level += module.strides == 2
+        taps[level] = _module_output(module, config)
+    return taps
+
+
 def backbone(x, config: BNInceptionConfig):
     """Stem and Inception modules; returns the last module's feature map (7×7 at 224).
 

@@ -150,6 +150,17 @@ def shuffle_unit(x, config, unit):
     return ChannelShuffle(2, name=p + "_shuffle")(x)
 
 
+def pyramid_taps(config: ShuffleNetV2Config):
+    """{level: layer name} at stride 2**level: the stem conv, its max pool (stride 4), each
+    stage's last unit (strides 8, 16, ...); the last level is `conv5_relu`, the 1×1 after
+    the last stage, as timm and keras-hub take a network's final features."""
+    taps = {1: "conv1_relu", 2: "pool1_pool"}
+    for unit in units(config):
+        taps[unit.stage + 3] = unit.prefix + "_shuffle"
+    taps[len(config.repeats) + 2] = "conv5_relu"
+    return taps
+
+
 def backbone(x, config: ShuffleNetV2Config):
     """Stem, the shuffle units, conv5 (1×1 → BN → ReLU): everything before global pooling.
 

@@ -121,6 +121,19 @@ def basic_unit(x, config, unit, prefix):
 UNITS = {"bottleneck": bottleneck_unit, "basic": basic_unit}
 
 
+def pyramid_taps(config: ResNetConfig):
+    """{level: layer name}: the stem's ReLU and each stage's last unit output, at stride
+    2**level (the CIFAR stem does not downsample: its stages sit at levels 0, 1, 2)."""
+    if config.stem == "cifar":
+        taps, level = {0: "conv1_relu"}, 0
+    else:
+        taps, level = {1: "conv1_3_relu" if config.stem == "deep" else "conv1_relu"}, 2
+    for unit in units(config):
+        level += unit.strides == 2
+        taps[level] = unit.keras_prefix + "_out"
+    return taps
+
+
 def backbone(x, config: ResNetConfig):
     """Stem and all stages; returns the last stage's feature map."""
     x = stem(x, config)
