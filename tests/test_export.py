@@ -7,6 +7,7 @@ and ONNX files that onnxruntime refused; exports now trace the plain ops (sk_pat
 """
 
 import importlib.util
+import os
 
 import keras
 import numpy as np
@@ -97,6 +98,11 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
     result = train.train(config(learning_rate=0.5), str(tmp_path), export=formats)
     assert sorted(result["exports"]) == ["final.onnx", "final.tflite", "final.weights.h5",
                                          "saved_model"]
+    from sknet_keras import export
+
+    source = export.resolve(weights=str(tmp_path))  # `python -m sknet_keras.export` of a run
+    assert (source.model, source.classes, source.size, source.weights) == (
+        "mini_sknet", CLASSES, SIZE, str(tmp_path / "final.weights.h5"))
     model = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
                         weights=str(tmp_path / "final.weights.h5"), classifier_activation=None)
     rng = np.random.default_rng(0)
@@ -109,3 +115,65 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
         got = SERVE[fmt](str(tmp_path / name), x)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=fmt)
         np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=fmt)
+
+
+def _trained_like_weights(path):
+    """A mini SKNet whose weights and BN statistics make its logits differ per image."""
+    keras.utils.set_random_seed(0)
+    model = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                        classifier_activation=None)
+    _randomize(model)
+    for w in model.get_layer("predictions").weights:
+        w.assign(np.random.default_rng(1).normal(0, 0.3 if w.ndim > 1 else 0, w.shape))
+    from sknet_keras.weights.files import save_weights
+
+    save_weights(model, path)
+    return model
+
+
+def test_export_command_files_serve_images_with_the_weights_preprocessing(tmp_path,
+                                                                         monkeypatch):
+    """`python -m sknet_keras.export`'s writer: the files take images in [0, 255] and give the
+    logits of the network on torch-normalized images (mean / std computed here, not by the
+    package); int8 quantization keeps top-1 on calibration-like images; a file whose outputs
+    differ from Keras' is refused and not left on disk."""
+    missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (pip install -e '.[test]' installs them)")
+    from PIL import Image
+
+    from sknet_keras import cli, export
+
+    network = _trained_like_weights(str(tmp_path / "w.weights.h5"))
+    source = export.resolve("mini_sknet", str(tmp_path / "w.weights.h5"), SIZE)
+    assert (source.classes, source.normalization) == (CLASSES, "torch")
+    images = export.check_images(SIZE, 8, seed=3)
+    mean, std = np.array([0.485, 0.456, 0.406]) * 255, np.array([0.229, 0.224, 0.225]) * 255
+    want = np.asarray(network(((images - mean) / std).astype("float32"), training=False))
+    assert np.std(want, axis=0).mean() > 3e-2 * np.abs(want).max()
+    for fmt in ("litert", "saved_model"):
+        report = export.export(source, fmt, str(tmp_path / "out" / "mini"))
+        got = export.serve(report["path"], fmt, images)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
+                                   err_msg=fmt)
+    calibration_dir = tmp_path / "calibration"
+    calibration_dir.mkdir()
+    for i, image in enumerate(export.check_images(48, 24, seed=5)):
+        Image.fromarray(image.astype("uint8")).save(calibration_dir / f"{i}.png")
+    calibration = export.read_images(str(calibration_dir), SIZE, 64)
+    assert calibration.shape == (24, SIZE, SIZE, 3)
+    float_size = os.path.getsize(tmp_path / "out" / "mini.tflite")
+    report = export.export(source, "litert", str(tmp_path / "out" / "mini_int8"),
+                           quantize="int8", calibration=calibration, min_agreement=0.75)
+    assert report["bytes"] < 0.5 * float_size, report  # int8 weights: under half the bytes
+    got = export.serve(report["path"], "litert", images)  # other images than calibration's
+    agreement = np.mean(got.argmax(-1) == want.argmax(-1))
+    print(f"int8 top-1 agreement {agreement:.0%}, {report['bytes']} / {float_size} bytes")
+    assert agreement >= 0.75
+    with pytest.raises(cli.UsageError, match="int8 needs --calibration_data"):
+        export.export(source, "litert", str(tmp_path / "x"), quantize="int8")
+    real_serve = export.serve
+    monkeypatch.setattr(export, "serve", lambda *a: real_serve(*a) + 0.01)
+    with pytest.raises(ValueError, match="does not give Keras' outputs.*not written"):
+        export.export(source, "saved_model", str(tmp_path / "bad"))
+    assert sorted(os.listdir(tmp_path)) == ["calibration", "out", "w.weights.h5"]

@@ -1,0 +1,288 @@
+"""`python -m sknet_keras.export`: a registry model, ImageNet weights, a weights file or a
+training run as a LiteRT, ONNX or SavedModel file that serves images.
+
+    python -m sknet_keras.export --model=sknet50 --weights=imagenet --format=litert
+    python -m sknet_keras.export --weights=runs/default --format=onnx,saved_model
+    python -m sknet_keras.export --weights=runs/default --format=litert --quantize=int8 \\
+        --calibration_data=some/images
+
+Every file takes RGB images in [0, 255] (float32, N × size × size × 3) and applies the
+weights' own preprocessing (`preprocess_input`, or the run's `--normalization`) in its graph;
+it gives logits, or probabilities with `--outputs=probabilities`. Each file is served once
+written (LiteRT interpreter, onnxruntime, TensorFlow) on test images and compared with
+Keras: a float file whose outputs differ from Keras' (1e-4 of the largest logit) or whose
+top-1 differs is deleted and refused in one line; a quantized file reports its top-1
+agreement with the float model, and is refused under `--min_agreement`.
+"""
+
+import os
+
+from sknet_keras import cli
+from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
+
+FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
+QUANTIZATIONS = ("none", "dynamic", "int8")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """The command's flags, defined when it runs (importing this module defines none, so
+    that a process can hold it beside the trainer, whose flags share names)."""
+    flags.DEFINE_string("model", None, "Registry model name (default: the run's with a run "
+                        "folder as --weights, else sknet50).")
+    flags.DEFINE_string("weights", "imagenet", "'imagenet', a weights file, or a training run's "
+                        "folder (its final.weights.h5 and config.json).")
+    flags.DEFINE_list("format", ["saved_model"], "One or more of: " + ", ".join(FORMATS))
+    flags.DEFINE_string("output", None, "Output path without suffix (default: the model's name "
+                        "in the current folder; a run's exports go beside its files).")
+    flags.DEFINE_enum("outputs", "logits", ["logits", "probabilities"], "What the file gives.")
+    flags.DEFINE_integer("image_size", None, "Input size (default: the run's, else the model's).")
+    flags.DEFINE_enum("normalization", None, ["torch", "caffe", "senet", "tf"], "Preprocessing "
+                      "in the file (default: the run's, else the weights').")
+    flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "LiteRT only: dynamic-range "
+                      "(int8 weights) or full int8 (weights and activations; needs "
+                      "--calibration_data).")
+    flags.DEFINE_string("calibration_data", None, "Folder of JPEG / PNG images (searched "
+                        "recursively) for int8 calibration; also the check images when given.")
+    flags.DEFINE_integer("calibration_steps", 64, "Images used for int8 calibration.")
+    flags.DEFINE_float("min_agreement", 0.0, "A quantized file whose top-1 agrees with the float "
+                       "model on fewer of the check images is refused.")
+
+
+class Source:
+    """What to export: model name, weights, classes, input size, preprocessing."""
+
+    def __init__(self, model, weights, classes, size, normalization, default_output):
+        self.model, self.weights, self.classes = model, weights, classes
+        self.size, self.normalization, self.default_output = size, normalization, default_output
+
+
+def _classes_of(path):
+    from sknet_keras.weights.files import is_sknet_weights_file, read_weights
+
+    if not is_sknet_weights_file(path):
+        raise cli.UsageError(f"--weights: {path} is not a weights file written by sknet_keras")
+    tensors, _ = read_weights(path)
+    kernels = [t for name, t in tensors.items()
+               if name.startswith("predictions/") and t.ndim == 2]
+    if len(kernels) != 1:
+        raise cli.UsageError(f"--weights: {path} has no classifier (predictions) to export")
+    return int(kernels[0].shape[1])
+
+
+def resolve(model=None, weights="imagenet", image_size=None, normalization=None):
+    """The `Source` of the flags: a run folder, a weights file or 'imagenet'."""
+    from sknet_keras.presets import preprocessing_mode
+    from sknet_keras.registry import get_model_config
+
+    if weights != "imagenet" and os.path.isdir(weights):
+        from sknet_keras.trainers.configs import EXPORT_FILES, read_config
+
+        run = read_config(weights)
+        if run is None:
+            raise cli.UsageError(f"--weights: {weights} is a folder but not a training run "
+                                 "(no config.json)")
+        path = os.path.join(weights, EXPORT_FILES["weights"])
+        if not os.path.isfile(path):
+            raise cli.UsageError(f"--weights: the run {weights} has no {EXPORT_FILES['weights']}"
+                                 " (not finished? run its training command again)")
+        name = get_model_config(model or run.model.name).name
+        return Source(name, path, _classes_of(path), image_size or run.data.image_size,
+                      normalization or run.data.normalization or preprocessing_mode(name),
+                      os.path.join(weights, "exported"))
+    name = get_model_config(model or "sknet50").name
+    config = get_model_config(name)
+    if weights == "imagenet":
+        classes = 1000
+    elif os.path.isfile(weights):
+        classes = _classes_of(weights)
+    else:
+        from sknet_keras.weights.files import not_a_weights_file
+
+        raise cli.UsageError(not_a_weights_file(weights))
+    return Source(name, weights, classes, image_size or config.default_size,
+                  normalization or preprocessing_mode(name), name)
+
+
+def serving_model(source, outputs="logits"):
+    """Images in [0, 255] → preprocessing → network → logits or probabilities."""
+    import keras
+
+    from sknet_keras.applications import build_model, preprocess_input
+
+    network = build_model(source.model, weights=source.weights, classes=source.classes,
+                          input_shape=(source.size, source.size, 3),
+                          classifier_activation=None)
+    mode = source.normalization
+
+    class Preprocess(keras.layers.Layer):
+        def call(self, x):
+            return preprocess_input(x, mode=mode)
+
+    images = keras.Input((source.size, source.size, 3), name="images")
+    x = network(Preprocess(name=f"preprocess_{mode}")(images))
+    if outputs == "probabilities":
+        x = keras.layers.Softmax(name="probabilities")(x)
+    return keras.Model(images, x, name=f"{network.name}_serving")
+
+
+def read_images(folder, size, limit):
+    """Up to `limit` images of `folder` (recursively, sorted) resized to size × size, RGB
+    in [0, 255]."""
+    import numpy as np
+    import tensorflow as tf
+
+    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(folder)
+                   for f in files if f.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+        raise cli.UsageError(f"--calibration_data: no JPEG or PNG images in {folder}")
+    images = []
+    for path in paths[:limit]:
+        try:
+            image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                       expand_animations=False)
+        except tf.errors.OpError:
+            raise cli.UsageError(f"--calibration_data: {path} is not a readable image") from None
+        images.append(tf.image.resize(tf.cast(image, tf.float32), (size, size)).numpy())
+    return np.stack(images).astype("float32")
+
+
+def check_images(size, count=8, seed=0):
+    """Image-like test inputs in [0, 255] that differ from image to image in colour,
+    contrast and structure (smooth gradients, blobs and noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = []
+    for _ in range(count):
+        base = rng.uniform(0, 255, 3)
+        slope = rng.uniform(-200, 200, (2, 3))
+        image = base + xx[..., None] * slope[0] + yy[..., None] * slope[1]
+        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2)[..., None]
+        image += blob * rng.uniform(-150, 150, 3) + rng.normal(0, rng.uniform(2, 30),
+                                                              (size, size, 3))
+        images.append(np.clip(image, 0, 255))
+    return np.stack(images).astype("float32")
+
+
+def serve(path, fmt, x):
+    """The outputs of an exported file on `x`, from its own runtime."""
+    if fmt == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=path, num_threads=2)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    import tensorflow as tf
+
+    served = tf.saved_model.load(path)
+    return served.serve(tf.constant(x)).numpy()
+
+
+def _litert_options(quantize, calibration):
+    import tensorflow as tf
+
+    if quantize == "none":
+        return {}
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantize == "int8":
+        def representative_dataset():
+            for image in calibration:
+                yield [image[None]]
+
+        options["representative_dataset"] = representative_dataset
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+    return options
+
+
+def export(source, fmt, output, outputs="logits", quantize="none", calibration=None,
+           min_agreement=0.0):
+    """Write `source` as `fmt` to `output` + suffix, served and checked; returns a report
+    {path, bytes, max_abs_diff, top1_agreement}. A failed check deletes the file."""
+    import numpy as np
+
+    from sknet_keras.trainers import run_files
+
+    if fmt not in FORMATS:
+        raise cli.UsageError(f"--format: unknown format {fmt!r}; expected one of "
+                             f"{', '.join(FORMATS)}")
+    if quantize != "none" and fmt != "litert":
+        raise cli.UsageError(f"--quantize={quantize} applies to --format=litert only")
+    if quantize == "int8" and calibration is None:
+        raise cli.UsageError("--quantize=int8 needs --calibration_data=DIR (images that "
+                             "look like the ones the model will see)")
+    model = serving_model(source, outputs)
+    x = calibration[:8] if calibration is not None else check_images(source.size)
+    want = np.asarray(model(x, training=False))
+    path = output + FORMATS[fmt]
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp." + os.path.basename(path))
+    run_files.remove(tmp)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        keras_format = "tf_saved_model" if fmt == "saved_model" else fmt
+        options = _litert_options(quantize, calibration) if fmt == "litert" else {}
+        model.export(tmp, format=keras_format, verbose=False, **options)
+        got = np.asarray(serve(tmp, fmt, x))
+        diff = float(np.abs(got - want).max())
+        agreement = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+        scale = float(np.abs(want).max())
+        if quantize == "none" and (diff > 1e-4 * scale + 1e-6 or agreement < 1):
+            raise ValueError(
+                f"the {fmt} file of {source.model} does not give Keras' outputs (max "
+                f"difference {diff:.3g} against outputs up to {scale:.3g}, top-1 agreement "
+                f"{agreement:.0%}): not written")
+        if agreement < min_agreement:
+            raise ValueError(
+                f"the {quantize}-quantized {fmt} file of {source.model} agrees with the float "
+                f"model's top-1 on {agreement:.0%} of {len(x)} images, under "
+                f"--min_agreement={min_agreement:g}: not written")
+        run_files.remove(path)
+        os.replace(tmp, path)
+    finally:
+        run_files.remove(tmp)
+    return {"path": path, "bytes": run_files.record(path)["bytes"], "max_abs_diff": diff,
+            "top1_agreement": agreement, "images": len(x)}
+
+
+def main(argv):
+    del argv
+    source = resolve(FLAGS.model, FLAGS.weights, FLAGS.image_size, FLAGS.normalization)
+    unknown = [f for f in FLAGS.format if f not in FORMATS]
+    if unknown:
+        raise cli.UsageError(f"--format: unknown format(s) {unknown}; expected "
+                             f"{', '.join(FORMATS)}")
+    if FLAGS.quantize != "none" and FLAGS.format != ["litert"]:
+        raise cli.UsageError(f"--quantize={FLAGS.quantize} applies to --format=litert only")
+    calibration = None
+    if FLAGS.calibration_data:
+        calibration = read_images(FLAGS.calibration_data, source.size,
+                                  max(FLAGS.calibration_steps, 8))
+    output = FLAGS.output or source.default_output
+    if FLAGS.quantize != "none" and not FLAGS.output:
+        output += f"_{FLAGS.quantize}"
+    for fmt in FLAGS.format:
+        report = export(source, fmt, output, FLAGS.outputs, FLAGS.quantize, calibration,
+                        FLAGS.min_agreement)
+        print(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MiB): "
+              f"{source.model}, {source.size}x{source.size} images in [0, 255], "
+              f"{source.normalization} preprocessing, {FLAGS.outputs}; served on "
+              f"{report['images']} images: max difference to Keras "
+              f"{report['max_abs_diff']:.2g}, top-1 agreement {report['top1_agreement']:.0%}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main, "sknet_keras.export")
