@@ -25,31 +25,14 @@ SIZE, BATCH, CLASSES = 32, 8, 10
 EXPORT_PACKAGES = ("ai_edge_litert", "onnxruntime", "tf2onnx")
 
 
-def _serve_litert(path, x):
-    from ai_edge_litert.interpreter import Interpreter
+def _serve(fmt):
+    """The runtime of each file (the export command's), by Keras' format name."""
+    from sknet_keras import export
 
-    interpreter = Interpreter(model_path=path, num_threads=2)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return lambda path, x: export.serve(path, fmt.removeprefix("tf_"), x)
 
 
-def _serve_onnx(path, x):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _serve_saved_model(path, x):
-    served = tf.saved_model.load(path)  # kept alive while its function runs
-    return served.serve(tf.constant(x)).numpy()
-
-
-SERVE = {"litert": _serve_litert, "onnx": _serve_onnx, "tf_saved_model": _serve_saved_model}
+SERVE = {fmt: _serve(fmt) for fmt in ("litert", "onnx", "tf_saved_model")}
 SUFFIX = {"litert": ".tflite", "onnx": ".onnx", "tf_saved_model": ""}
 
 

@@ -14,21 +14,15 @@ on another. Run it with the CPU kernels you deploy with (`TF_ENABLE_ONEDNN_OPTS`
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
+
+
+from backend_speed import _time  # this folder is on sys.path when the tool runs
 
 
 def _median_ms(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * _time(fn, repeats)
 
 
 def measure(name, batch_sizes, threads, repeats, folder):
