@@ -1,0 +1,39 @@
+"""keras-hub models of every registry network (the optional `[hub]` extra).
+
+    import keras_hub
+    from sknet_keras import hub
+
+    backbone = hub.backbone("sknet50", weights="imagenet")    # a FeaturePyramidBackbone
+    backbone.pyramid_outputs                                  # {"P2": ..., "P5": ...}
+    classifier = hub.image_classifier("sknet50", weights="imagenet")
+    classifier.predict(images)          # RGB in [0, 255]: its preprocessor normalizes them
+    classifier.save_to_preset("sknet50_preset")
+    keras_hub.models.ImageClassifier.from_preset("sknet50_preset")
+
+`python -m sknet_keras.hub --model=NAME --weights=imagenet|FILE|RUN_DIR --output=DIR` writes
+such a preset directory, checked by loading it back. Detectors and segmenters take the
+backbone as their image encoder (`keras_hub.models.RetinaNetBackbone`,
+`DeepLabV3Backbone`), as they take keras-hub's ResNet.
+"""
+
+from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbone,
+                                    SEBNInceptionImageClassifier,
+                                    SEBNInceptionImageClassifierPreprocessor,
+                                    SEBNInceptionImageConverter, ShuffleNetV2Backbone,
+                                    ShuffleNetV2ImageClassifier,
+                                    ShuffleNetV2ImageClassifierPreprocessor,
+                                    ShuffleNetV2ImageConverter, SKNetBackbone,
+                                    SKNetImageClassifier, SKNetImageClassifierPreprocessor,
+                                    SKNetImageConverter, converter_normalization)
+from sknet_keras.hub.building import backbone, copy_weights, image_classifier
+
+__all__ = [
+    "backbone", "image_classifier", "copy_weights", "converter_normalization",
+    "BACKBONES", "CLASSIFIERS",
+    "SKNetBackbone", "SKNetImageConverter", "SKNetImageClassifierPreprocessor",
+    "SKNetImageClassifier",
+    "ShuffleNetV2Backbone", "ShuffleNetV2ImageConverter",
+    "ShuffleNetV2ImageClassifierPreprocessor", "ShuffleNetV2ImageClassifier",
+    "SEBNInceptionBackbone", "SEBNInceptionImageConverter",
+    "SEBNInceptionImageClassifierPreprocessor", "SEBNInceptionImageClassifier",
+]

@@ -1,0 +1,177 @@
+"""keras-hub classes over this package's networks: one `FeaturePyramidBackbone` per family,
+with its `ImageConverter`, `ImageClassifierPreprocessor` and `ImageClassifier`.
+
+A backbone is the family's own graph (the layers and names of `build_model(...,
+include_top=False)`), so weights move between the two by layer name. Its constructor takes
+the whole architecture by value (`architecture`: a registry name or the family config's
+fields) and `get_config` gives every field back, so a preset needs no registry to load.
+`pyramid_outputs` are the family's stage taps (`applications.pyramid_taps`) at strides 4-32.
+
+Import this module (or `sknet_keras.hub`) before `keras_hub.models.*.from_preset(DIR)`:
+importing registers the classes with Keras' serialization.
+"""
+
+import contextlib
+
+try:
+    import keras_hub
+except ImportError as error:  # pragma: no cover (the [hub] extra installs it)
+    raise ImportError('sknet_keras.hub needs keras-hub: pip install "sknet-keras[hub]"') from error
+import keras
+
+from sknet_keras.applications.imagenet_utils import BGR_MEANS
+from sknet_keras.models import FAMILIES, bn_inception, resnet, shufflenet
+from sknet_keras.models.serialization import config_from_dict, config_to_dict
+from sknet_keras.registry import get_model_config
+
+PACKAGE = "sknet_keras"
+LEVELS = (2, 3, 4, 5)
+# ImageNet mean / std of the "torch" mode (RGB, images scaled to [0, 1]).
+TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def converter_normalization(mode):
+    """(scale, offset, channel_order) for which `ImageConverter`'s x * scale + offset on RGB
+    images in [0, 255], then the channel order, is `preprocess_input(x, mode=mode)`."""
+    if mode == "torch":
+        return ([1 / (255 * s) for s in TORCH_STD],
+                [-m / s for m, s in zip(TORCH_MEAN, TORCH_STD)], "rgb")
+    if mode == "tf":
+        return 1 / 127.5, -1.0, "rgb"
+    if mode in BGR_MEANS:  # BGR minus the BGR mean = flip(RGB minus the RGB mean)
+        return None, [-m for m in reversed(BGR_MEANS[mode])], "bgr"
+    raise ValueError(f"unknown preprocessing mode {mode!r}; expected torch, tf, "
+                     f"{', '.join(BGR_MEANS)}")
+
+
+@contextlib.contextmanager
+def _dtype_policy(dtype):
+    """Builds the family's layers (which take no dtype argument) under `dtype`."""
+    if dtype is None or isinstance(dtype, keras.dtype_policies.DTypePolicyMap):
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+class _Backbone(keras_hub.models.FeaturePyramidBackbone):
+    """A family's network up to its last feature map, with P2-P5 pyramid outputs.
+
+    Args:
+        architecture: a registry name (`sknet_keras.registry.list_models()`) or a dict of
+            the family config's fields (what `get_config()["architecture"]` holds).
+        image_shape: (height, width, 3); None sizes take any image.
+        dtype: a Keras dtype policy for every layer.
+    """
+
+    family = None  # set by each family's subclass
+
+    def __init__(self, architecture, image_shape=(None, None, 3), dtype=None, **kwargs):
+        config = self._config(architecture)
+        family = FAMILIES[config.family]
+        with _dtype_policy(dtype):
+            images = keras.Input(shape=tuple(image_shape), name="images")
+            features = family.backbone(images, config)
+        taps = family.pyramid_taps(config)
+        kwargs.setdefault("name", config.name)
+        super().__init__(inputs=images, outputs=features, dtype=dtype, **kwargs)
+        self.pyramid_outputs = {f"P{level}": self.get_layer(taps[level]).output
+                                for level in LEVELS if level in taps}
+        self.architecture = config
+        self.image_shape = tuple(image_shape)
+
+    @classmethod
+    def _config(cls, architecture):
+        config_class = CONFIG_CLASSES[cls.family]
+        if isinstance(architecture, str):
+            config = get_model_config(architecture)
+        elif isinstance(architecture, dict):
+            config = config_from_dict(config_class, architecture)
+        else:
+            config = architecture
+        if not isinstance(config, config_class):
+            raise ValueError(f"{cls.__name__} builds the {cls.family} family; "
+                             f"{getattr(config, 'name', config)!r} is of the "
+                             f"{getattr(config, 'family', '?')} family (use "
+                             "sknet_keras.hub.backbone(name), which picks the class)")
+        return config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"architecture": config_to_dict(self.architecture),
+                       "image_shape": list(self.image_shape)})
+        return config
+
+
+class _ImageConverter(keras_hub.layers.ImageConverter):
+    """keras-hub's resize + x * scale + offset, then `channel_order` "bgr" reverses the
+    channels: the Caffe releases' preprocessing (BGR minus the mean)."""
+
+    def __init__(self, channel_order="rgb", **kwargs):
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr'; got {channel_order!r}")
+        super().__init__(**kwargs)
+        self.channel_order = channel_order
+
+    def _call_python(self, inputs):
+        outputs = super()._call_python(inputs)
+        if self.channel_order == "rgb":
+            return outputs
+        if isinstance(outputs, dict):
+            return {**outputs, "images": _reverse_channels(outputs["images"])}
+        return _reverse_channels(outputs)
+
+    def get_config(self):
+        return {**super().get_config(), "channel_order": self.channel_order}
+
+
+def _reverse_channels(x):
+    import tensorflow as tf
+
+    if isinstance(x, tf.Tensor):  # in a tf.data pipeline, whatever the Keras backend
+        return tf.reverse(x, axis=[-1])
+    return keras.ops.flip(x, axis=-1)
+
+
+def _register(cls):
+    cls.__module__ = __name__
+    return keras.saving.register_keras_serializable(package=PACKAGE, name=cls.__name__)(cls)
+
+
+def _family_classes(prefix, family):
+    """The four keras-hub classes of one family; keras-hub pairs them through
+    `backbone_cls` (which is how `ImageClassifier.from_preset` finds the right one)."""
+    backbone = _register(type(f"{prefix}Backbone", (_Backbone,), {
+        "family": family, "__doc__": _Backbone.__doc__}))
+    converter = _register(type(f"{prefix}ImageConverter", (_ImageConverter,), {
+        "backbone_cls": backbone, "__doc__": _ImageConverter.__doc__}))
+    preprocessor = _register(type(
+        f"{prefix}ImageClassifierPreprocessor",
+        (keras_hub.models.ImageClassifierPreprocessor,),
+        {"backbone_cls": backbone, "image_converter_cls": converter,
+         "__doc__": f"Image classification preprocessing of {prefix}Backbone."}))
+    classifier = _register(type(
+        f"{prefix}ImageClassifier", (keras_hub.models.ImageClassifier,),
+        {"backbone_cls": backbone, "preprocessor_cls": preprocessor,
+         "__doc__": f"{prefix}Backbone + global pooling + dense classifier."}))
+    return backbone, converter, preprocessor, classifier
+
+
+CONFIG_CLASSES = {"resnet": resnet.ResNetConfig, "shufflenet_v2": shufflenet.ShuffleNetV2Config,
+                  "bn_inception": bn_inception.BNInceptionConfig}
+
+(SKNetBackbone, SKNetImageConverter, SKNetImageClassifierPreprocessor,
+ SKNetImageClassifier) = _family_classes("SKNet", "resnet")
+(ShuffleNetV2Backbone, ShuffleNetV2ImageConverter, ShuffleNetV2ImageClassifierPreprocessor,
+ ShuffleNetV2ImageClassifier) = _family_classes("ShuffleNetV2", "shufflenet_v2")
+(SEBNInceptionBackbone, SEBNInceptionImageConverter, SEBNInceptionImageClassifierPreprocessor,
+ SEBNInceptionImageClassifier) = _family_classes("SEBNInception", "bn_inception")
+
+BACKBONES = {"resnet": SKNetBackbone, "shufflenet_v2": ShuffleNetV2Backbone,
+             "bn_inception": SEBNInceptionBackbone}
+CLASSIFIERS = {"resnet": SKNetImageClassifier, "shufflenet_v2": ShuffleNetV2ImageClassifier,
+               "bn_inception": SEBNInceptionImageClassifier}
