@@ -5,6 +5,8 @@ training run as a LiteRT, ONNX or SavedModel file that serves images.
     python -m sknet_keras.export --weights=runs/default --format=onnx,saved_model
     python -m sknet_keras.export --weights=runs/default --format=litert --quantize=int8 \\
         --calibration_data=some/images
+    python -m sknet_keras.export --weights=runs/default --format=litert --quantize=int8 \\
+        --calibration_data=validation --evaluate    # the run's own validation split
 
 Every file takes RGB images in [0, 255] (float32, N × size × size × 3) and applies the
 weights' own preprocessing (`preprocess_input`, or the run's `--normalization`) in its graph;
@@ -12,7 +14,8 @@ it gives logits, or probabilities with `--outputs=probabilities`. Each file is s
 written (LiteRT interpreter, onnxruntime, TensorFlow) on test images and compared with
 Keras: a float file whose outputs differ from Keras' (1e-4 of the largest logit) or whose
 top-1 differs is deleted and refused in one line; a quantized file reports its top-1
-agreement with the float model, and is refused under `--min_agreement`.
+agreement with the float model, and is refused under `--min_agreement`. `--evaluate` (with a
+run folder) serves each file on the run's whole validation split and prints its top-1.
 """
 
 import os
@@ -45,7 +48,10 @@ def _define_flags():
                       "(int8 weights) or full int8 (weights and activations; needs "
                       "--calibration_data).")
     flags.DEFINE_string("calibration_data", None, "Folder of JPEG / PNG images (searched "
-                        "recursively) for int8 calibration; also the check images when given.")
+                        "recursively) for int8 calibration, or 'validation': the run's own "
+                        "validation split (--weights=RUN_DIR); also the check images.")
+    flags.DEFINE_bool("evaluate", False, "With --weights=RUN_DIR: serve each file on the run's "
+                      "whole validation split and print its top-1 beside the Keras model's.")
     flags.DEFINE_integer("calibration_steps", 64, "Images used for int8 calibration.")
     flags.DEFINE_float("min_agreement", 0.0, "A quantized file whose top-1 agrees with the float "
                        "model on fewer of the check images is refused.")
@@ -54,9 +60,10 @@ def _define_flags():
 class Source:
     """What to export: model name, weights, classes, input size, preprocessing."""
 
-    def __init__(self, model, weights, classes, size, normalization, default_output):
+    def __init__(self, model, weights, classes, size, normalization, default_output, run=None):
         self.model, self.weights, self.classes = model, weights, classes
         self.size, self.normalization, self.default_output = size, normalization, default_output
+        self.run = run  # a training run's ExperimentConfig (its dataset), or None
 
 
 def _classes_of(path):
@@ -91,7 +98,7 @@ def resolve(model=None, weights="imagenet", image_size=None, normalization=None)
         name = get_model_config(model or run.model.name).name
         return Source(name, path, _classes_of(path), image_size or run.data.image_size,
                       normalization or run.data.normalization or preprocessing_mode(name),
-                      os.path.join(weights, "exported"))
+                      os.path.join(weights, "exported"), run)
     name = get_model_config(model or "sknet50").name
     config = get_model_config(name)
     if weights == "imagenet":
@@ -149,6 +156,28 @@ def read_images(folder, size, limit):
     return np.stack(images).astype("float32")
 
 
+def validation_images(source, limit=None):
+    """(images in [0, 255], labels) of the run's validation split, prepared as the trainer's
+    evaluation prepares them (resize, centre crop; the normalization is the file's own)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from sknet_keras.trainers import datasets, pipeline
+
+    if source.run is None:
+        raise cli.UsageError("the validation split is a training run's: give --weights=RUN_DIR")
+    data = source.run.data
+    spec = datasets.load_spec(data.dataset, data.data_dir)
+    ds = datasets.records(spec, spec.eval_split, shuffle_files=False, seed=0)
+    if limit:
+        ds = ds.take(limit)
+    ds = ds.map(lambda encoded, label, name: (
+        pipeline.eval_image(encoded, source.size, data.crop_fraction, data.eval_interpolation),
+        label))
+    images, labels = zip(*((x.numpy(), int(y)) for x, y in ds))
+    return np.stack(images).astype("float32"), np.asarray(labels)
+
+
 def check_images(size, count=8, seed=0):
     """Image-like test inputs in [0, 255] that differ from image to image in colour,
     contrast and structure (smooth gradients, blobs and noise)."""
@@ -169,27 +198,38 @@ def check_images(size, count=8, seed=0):
     return np.stack(images).astype("float32")
 
 
-def serve(path, fmt, x):
-    """The outputs of an exported file on `x`, from its own runtime."""
+def runtime(path, fmt):
+    """A function from inputs to an exported file's outputs, from the file's own runtime
+    (loaded once)."""
     if fmt == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=path, num_threads=2)
         index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, x.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+        def run_litert(x):
+            interpreter.resize_tensor_input(index, x.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+        return run_litert
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: x})[0]
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
     import tensorflow as tf
 
     served = tf.saved_model.load(path)
-    return served.serve(tf.constant(x)).numpy()
+    return lambda x: served.serve(tf.constant(x)).numpy()
+
+
+def serve(path, fmt, x):
+    """The outputs of an exported file on `x`, from its own runtime."""
+    return runtime(path, fmt)(x)
 
 
 def _litert_options(quantize, calibration):
@@ -257,6 +297,21 @@ def export(source, fmt, output, outputs="logits", quantize="none", calibration=N
             "top1_agreement": agreement, "images": len(x)}
 
 
+def evaluate(path, fmt, source, images, labels, batch_size=64):
+    """Top-1 accuracy of an exported file and of the float32 Keras serving model on
+    `images` (in [0, 255]) with `labels`."""
+    import numpy as np
+
+    model, file_outputs = serving_model(source), runtime(path, fmt)
+    served, keras_out = [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        served.append(np.asarray(file_outputs(x)))
+        keras_out.append(np.asarray(model(x, training=False)))
+    return (float(np.mean(np.concatenate(served).argmax(-1) == labels)),
+            float(np.mean(np.concatenate(keras_out).argmax(-1) == labels)))
+
+
 def main(argv):
     del argv
     source = resolve(FLAGS.model, FLAGS.weights, FLAGS.image_size, FLAGS.normalization)
@@ -267,9 +322,12 @@ def main(argv):
     if FLAGS.quantize != "none" and FLAGS.format != ["litert"]:
         raise cli.UsageError(f"--quantize={FLAGS.quantize} applies to --format=litert only")
     calibration = None
-    if FLAGS.calibration_data:
+    if FLAGS.calibration_data == "validation":
+        calibration = validation_images(source, max(FLAGS.calibration_steps, 8))[0]
+    elif FLAGS.calibration_data:
         calibration = read_images(FLAGS.calibration_data, source.size,
                                   max(FLAGS.calibration_steps, 8))
+    validation = validation_images(source) if FLAGS.evaluate else None
     output = FLAGS.output or source.default_output
     if FLAGS.quantize != "none" and not FLAGS.output:
         output += f"_{FLAGS.quantize}"
@@ -281,6 +339,10 @@ def main(argv):
               f"{source.normalization} preprocessing, {FLAGS.outputs}; served on "
               f"{report['images']} images: max difference to Keras "
               f"{report['max_abs_diff']:.2g}, top-1 agreement {report['top1_agreement']:.0%}")
+        if validation is not None:
+            file_top1, keras_top1 = evaluate(report["path"], fmt, source, *validation)
+            print(f"top-1 on the run's {len(validation[1])} validation images: "
+                  f"{report['path']} {file_top1:.4f}, the Keras model {keras_top1:.4f}")
 
 
 if __name__ == "__main__":

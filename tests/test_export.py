@@ -155,6 +155,8 @@ def test_export_command_files_serve_images_with_the_weights_preprocessing(tmp_pa
     assert agreement >= 0.75
     with pytest.raises(cli.UsageError, match="int8 needs --calibration_data"):
         export.export(source, "litert", str(tmp_path / "x"), quantize="int8")
+    with pytest.raises(cli.UsageError, match="the validation split is a training run's"):
+        export.validation_images(source)  # --calibration_data=validation of a weights file
     real_serve = export.serve
     monkeypatch.setattr(export, "serve", lambda *a: real_serve(*a) + 0.01)
     with pytest.raises(ValueError, match="does not give Keras' outputs.*not written"):
