@@ -5,7 +5,7 @@
 For each model (random weights; speed does not depend on them) this writes the LiteRT and
 ONNX files with `sknet_keras.export` (images in [0, 255], preprocessing in the graph) and
 times, on one random batch: Keras `predict_on_batch`, a `tf.function` of the model,
-the LiteRT interpreter and onnxruntime, each with `--threads` threads. Median of `--repeats`
+the LiteRT interpreter (float, dynamic-range and full-int8 files) and onnxruntime, each with `--threads` threads. Median of `--repeats`
 calls after two untimed ones; printed as ms per batch and as the ratio of Keras predict's
 time to each (above 1: faster than Keras), so that the figures of one machine say something
 on another. Run it with the CPU kernels you deploy with (`TF_ENABLE_ONEDNN_OPTS`).
@@ -40,6 +40,10 @@ def measure(name, batch_sizes, threads, repeats, folder):
     base = os.path.join(folder, name)
     for fmt in ("litert", "onnx"):
         model.export(base + export.FORMATS[fmt], format=fmt, verbose=False)
+    calibration = export.check_images(source.size, 8)
+    for quantize in ("dynamic", "int8"):  # int8: calibrated on image-like test images
+        model.export(f"{base}_{quantize}.tflite", format="litert", verbose=False,
+                     **export._litert_options(quantize, calibration))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(base + ".onnx", options,
@@ -49,19 +53,25 @@ def measure(name, batch_sizes, threads, repeats, folder):
     for batch in batch_sizes:
         x = np.random.default_rng(0).uniform(0, 255, (batch, source.size, source.size, 3))
         x = x.astype("float32")
-        interpreter = Interpreter(model_path=base + ".tflite", num_threads=threads)
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, x.shape)
-        interpreter.allocate_tensors()
 
-        def litert():
-            interpreter.set_tensor(index, x)
-            interpreter.invoke()
+        def litert(path):
+            interpreter = Interpreter(model_path=path, num_threads=threads)
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, x.shape)
+            interpreter.allocate_tensors()
+
+            def invoke():
+                interpreter.set_tensor(index, x)
+                interpreter.invoke()
+
+            return invoke
 
         timings = {
             "keras_predict": _median_ms(lambda: model.predict_on_batch(x), repeats),
             "tf_function": _median_ms(lambda: function(x).numpy(), repeats),
-            "litert": _median_ms(litert, repeats),
+            "litert": _median_ms(litert(base + ".tflite"), repeats),
+            "litert_dynamic": _median_ms(litert(base + "_dynamic.tflite"), repeats),
+            "litert_int8": _median_ms(litert(base + "_int8.tflite"), repeats),
             "onnxruntime": _median_ms(lambda: session.run(None, {input_name: x}), repeats),
         }
         rows.append({"model": name, "batch": batch, "ms": timings})
