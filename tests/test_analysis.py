@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from command_cases import run_cases
+
 from sknet_keras.analysis import attention_model, paper_unit_name
 from sknet_keras.analysis import attention as attention_lib
 from sknet_keras.analysis import enlarge as enlarge_lib
@@ -294,13 +296,11 @@ def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
         (["--model=mini_sknet", weights, f"--image_dir={tmp_path / 'nested'}"],
          "holds images two folders down (train/<class>/*); give --image_dir="),
     ]
-    procs = [subprocess.Popen(ANALYSIS + args + [f"--output_dir={tmp_path / 'out'}"],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for args, _ in cases]
-    for proc, (args, message) in zip(procs, cases):
-        _, stderr = proc.communicate(timeout=120)
+    results = run_cases("sknet_keras.analysis.__main__",  # one process for every case
+                        [args + [f"--output_dir={tmp_path / 'out'}"] for args, _ in cases], ENV)
+    for (code, _, stderr), (args, message) in zip(results, cases):
         lines = stderr.strip().splitlines()
-        assert proc.returncode == 2, (args, stderr)
+        assert code == 2, (args, stderr)
         assert lines[0].startswith("sknet_keras.analysis: error:") and message in lines[0], \
             stderr
         assert len(lines) == 2 and "--helpfull" in lines[1], stderr

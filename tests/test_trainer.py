@@ -221,14 +221,14 @@ from sknet_keras.trainers.loop import Trainer
 from sknet_keras.trainers.task import ClassificationTask
 spec = datasets.load_spec("digits")
 losses = []
-config = recipe("digits").override(name="mini_sknet", epochs=2, steps_per_epoch=12,
-                                   steps_per_loop=12, precision="float32", normalization="torch",
+config = recipe("digits").override(name="mini_sknet", epochs=2, steps_per_epoch=6,
+                                   steps_per_loop=6, precision="float32", normalization="torch",
                                    sync_bn=sys.argv[1] == "sync",
                                    rematerialize=sys.argv[1] == "local_remat")
 task = ClassificationTask(config, spec)
 trainer = Trainer(task, strategy, tempfile.mkdtemp(), log=lambda *a: None)
 for epoch in range(2):
-    task.total_steps = 12 * (epoch + 1)
+    task.total_steps = 6 * (epoch + 1)
     h = trainer.train()
     losses.append(h["loss"])
 bn = trainer.model.get_layer("conv2_block1_1_bn")
