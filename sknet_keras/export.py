@@ -160,7 +160,6 @@ def validation_images(source, limit=None):
     """(images in [0, 255], labels) of the run's validation split, prepared as the trainer's
     evaluation prepares them (resize, centre crop; the normalization is the file's own)."""
     import numpy as np
-    import tensorflow as tf
 
     from sknet_keras.trainers import datasets, pipeline
 

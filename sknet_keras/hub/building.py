@@ -13,11 +13,6 @@ def copy_weights(source, target):
             layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
-def _network(config, weights, classes, image_size):
-    return build_model(config, weights=weights, classes=classes,
-                       input_shape=(image_size, image_size, 3), classifier_activation=None)
-
-
 def backbone(model="sknet50", weights=None, image_shape=(None, None, 3), dtype=None):
     """The family's `FeaturePyramidBackbone` of a registry model (name or config), with
     `weights` None, "imagenet" or a weights file of this package."""
@@ -52,7 +47,9 @@ def image_classifier(model="sknet50", weights=None, classes=1000, image_size=Non
         backbone=family_backbone, num_classes=classes, dropout=config.dropout,
         preprocessor=classifier_class.preprocessor_cls(image_converter=converter))
     if network is None and weights is not None:
-        network = _network(config, weights, classes, image_size)
+        network = build_model(config, weights=weights, classes=classes,
+                              input_shape=(image_size, image_size, 3),
+                              classifier_activation=None)
     if network is not None:
         copy_weights(network, family_backbone)
         classifier.output_dense.set_weights(network.get_layer("predictions").get_weights())

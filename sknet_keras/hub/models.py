@@ -23,19 +23,18 @@ from sknet_keras.applications.imagenet_utils import BGR_MEANS
 from sknet_keras.models import FAMILIES, bn_inception, resnet, shufflenet
 from sknet_keras.models.serialization import config_from_dict, config_to_dict
 from sknet_keras.registry import get_model_config
+from sknet_keras.trainers.pipeline import MEAN_STD
 
 PACKAGE = "sknet_keras"
 LEVELS = (2, 3, 4, 5)
-# ImageNet mean / std of the "torch" mode (RGB, images scaled to [0, 1]).
-TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def converter_normalization(mode):
     """(scale, offset, channel_order) for which `ImageConverter`'s x * scale + offset on RGB
     images in [0, 255], then the channel order, is `preprocess_input(x, mode=mode)`."""
-    if mode == "torch":
-        return ([1 / (255 * s) for s in TORCH_STD],
-                [-m / s for m, s in zip(TORCH_MEAN, TORCH_STD)], "rgb")
+    if mode in MEAN_STD:  # (x - mean) / std on [0, 255] images
+        mean, std = MEAN_STD[mode]
+        return [1 / s for s in std], [-m / s for m, s in zip(mean, std)], "rgb"
     if mode == "tf":
         return 1 / 127.5, -1.0, "rgb"
     if mode in BGR_MEANS:  # BGR minus the BGR mean = flip(RGB minus the RGB mean)
