@@ -135,6 +135,18 @@ def _checkpoint(new):
     return f"after {done[0]}" if done else None
 
 
+def _checkpoint_before(last_step):
+    """A new checkpoint of a step at most `last_step`: a signal sent soon after it lands
+    mid-run, not after the final step, however fast the machine runs the steps between
+    (CI once ran the 4 steps after such a checkpoint in 0.14 s, inside the delay)."""
+    def ready(new):
+        steps = sorted(int(n[len("checkpoints/ckpt-"):-len(".index")]) for n in new
+                       if n.startswith("checkpoints/ckpt-") and n.endswith(".index"))
+        early = [s for s in steps if s <= last_step]
+        return f"after checkpoints/ckpt-{early[0]}.index" if early else None
+    return ready
+
+
 def _writing(new):
     """A checkpoint save or an export under way: TensorFlow's `ckpt-N_temp` folder, a
     progress record or an export under its temporary name (not config.json, which every
@@ -155,7 +167,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     final weights and result.json bit-identical to a run never interrupted, with
     augmentation (random crop, flip, rotation, jitter, MixUp / CutMix) in the data."""
     args = ["--model=mini_sknet", "--image_size=32", "--batch_size=16", "--steps_per_epoch=6",
-            "--max_steps=18", "--steps_per_loop=2", "--mixed_precision=float32",
+            "--max_steps=24", "--steps_per_loop=2", "--mixed_precision=float32",
             "--augment=senet", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--seed=3",
             "--export=weights,saved_model"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
@@ -166,7 +178,8 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     kills = [_kill_when(cmd, killed, _checkpoint, rng.uniform(0, 1.5)) for _ in range(2)]
     kills += [_kill_when(cmd, killed, _writing, 0.0) for _ in range(2)]  # inside a save
     for second in (None, signal.SIGINT):
-        plan = [(_checkpoint, rng.uniform(0, 0.4), signal.SIGTERM)]
+        # At least 3 loops of 2 steps remain after the checkpoint: the SIGTERM lands mid-run.
+        plan = [(_checkpoint_before(18), rng.uniform(0, 0.05), signal.SIGTERM)]
         if second:
             plan.append((_writing, 0.0, second))  # inside the save the SIGTERM causes
         seen, status, out = _interrupt(cmd, killed, plan)
