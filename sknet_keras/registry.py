@@ -12,9 +12,6 @@ from sknet_keras.models import FAMILIES
 from sknet_keras.models.entry import Entry, Paper
 from sknet_keras.models.resnet import ResNetConfig, SKConfig, Unit, units
 
-# Names kept from the first layout of the package.
-ModelConfig = ResNetConfig
-
 
 def _collect():
     entries = {}
@@ -64,5 +61,5 @@ def list_models():
     return sorted(ENTRIES)
 
 
-__all__ = ["ENTRIES", "MODELS", "Entry", "Paper", "ModelConfig", "ResNetConfig", "SKConfig",
+__all__ = ["ENTRIES", "MODELS", "Entry", "Paper", "ResNetConfig", "SKConfig",
            "Unit", "units", "get_entry", "get_model_config", "family", "list_models"]

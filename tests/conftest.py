@@ -7,7 +7,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sknet_keras.registry import MODELS, ModelConfig  # noqa: E402
+from sknet_keras.registry import MODELS, ResNetConfig  # noqa: E402
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 # Large reference files stay outside the repository (tests/data/README.md); CI has them beside the clone.
@@ -16,7 +16,7 @@ SHARED_REFERENCE = os.path.abspath(
 )
 
 # Tiny networks with the same blocks and code paths as the real ones (tests/data/README.md).
-MINI_SKRESNEXT = ModelConfig(
+MINI_SKRESNEXT = ResNetConfig(
     "mini_skresnext", block="bottleneck", depths=(2, 2, 1, 1), widths=(8, 16, 32, 64),
     out_channels=(64, 128, 256, 512), groups=8, attention="sk",
 )

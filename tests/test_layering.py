@@ -28,3 +28,25 @@ def test_no_module_grows_past_400_lines():
                 if n > 400:
                     long.append(f"{os.path.relpath(path, ROOT)}: {n}")
     assert not long, long
+
+
+def test_importing_the_package_has_no_side_effects():
+    """`import sknet_keras` (and its command packages) loads no TensorFlow, no absl flags and
+    leaves file descriptor 2 alone, whatever sys.argv says; only the `python -m` entry
+    modules import sknet_keras.cli."""
+    script = (
+        "import os, sys\n"
+        "sys.argv[:] = ['-m']\n"
+        "before = os.fstat(2)\n"
+        "import sknet_keras, sknet_keras.trainers, sknet_keras.convert, sknet_keras.analysis\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras', 'absl.flags', 'sknet_keras.cli')\n"
+        "                if m in sys.modules)\n"
+        "after = os.fstat(2)\n"
+        "print(loaded, (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino),\n"
+        "      os.environ.get('TF_ENABLE_ONEDNN_OPTS'), os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["[]", "True", "None", "None"], proc.stdout

@@ -27,9 +27,6 @@ from sknet_keras.applications.shufflenet_v2 import (ShuffleNetV2x05, ShuffleNetV
 from sknet_keras.applications.sk_resnet import SKResNet18, SKResNet34
 from sknet_keras.applications.sknet import SKNet26, SKNet50, SKNet101
 
-FAMILY_MODULES = (sknet, sk_resnet, resnext, se_resnext, se_resnet, senet154, se_bn_inception,
-                  shufflenet_v2)
-
 __all__ = [
     "build_model",
     "feature_model",

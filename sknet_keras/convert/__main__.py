@@ -3,7 +3,7 @@
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
-from sknet_keras.convert import SOURCES
+from sknet_keras.convert.releases import SOURCES
 from sknet_keras.registry import list_models
 
 FLAGS = flags.FLAGS
