@@ -68,6 +68,8 @@ _quiet_tensorflow()
 
 from absl import app, flags  # noqa: E402
 
+from sknet_keras.extras import MissingExtraError  # noqa: E402
+
 
 class UsageError(ValueError):
     """A request that cannot be carried out, in words the user can act on."""
@@ -75,7 +77,8 @@ class UsageError(ValueError):
 
 # What a user can cause by the flags or files they give; anything else is a bug and keeps
 # its traceback.
-USER_ERRORS = (app.UsageError, ValueError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (app.UsageError, ValueError, FileNotFoundError, FloatingPointError,
+               MissingExtraError)
 
 
 def fail(message, program=None):

@@ -23,6 +23,8 @@ import os
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras.extras import require
+
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
 QUANTIZATIONS = ("none", "dynamic", "int8")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -201,8 +203,7 @@ def runtime(path, fmt):
     """A function from inputs to an exported file's outputs, from the file's own runtime
     (loaded once)."""
     if fmt == "litert":
-        from ai_edge_litert.interpreter import Interpreter
-
+        Interpreter = require("ai_edge_litert.interpreter", "serving LiteRT files").Interpreter
         interpreter = Interpreter(model_path=path, num_threads=2)
         index = interpreter.get_input_details()[0]["index"]
 
@@ -215,8 +216,7 @@ def runtime(path, fmt):
 
         return run_litert
     if fmt == "onnx":
-        import onnxruntime
-
+        onnxruntime = require("onnxruntime", "serving ONNX files")
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]

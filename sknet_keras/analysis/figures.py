@@ -5,18 +5,15 @@ matplotlib Figure, or writes a PNG when given `path` (and returns the path). Fig
 drawn on the Agg canvas without pyplot: no global backend is switched, nothing stays open.
 """
 
-try:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-except ImportError:  # pragma: no cover - exercised by a test that hides matplotlib
-    raise ImportError('the analysis figures need matplotlib: pip install '
-                      '"sknet-keras[analysis]"') from None
-
 import os
 
 import numpy as np
 
 from sknet_keras.analysis.attention import branch_label, default_class_units
+from sknet_keras.extras import require
+
+FigureCanvasAgg = require("matplotlib.backends.backend_agg", "the analysis figures").FigureCanvasAgg
+Figure = require("matplotlib.figure", "the analysis figures").Figure
 
 DPI = 100
 WIDTH = 8.0  # inches: 800 px

@@ -13,17 +13,16 @@ importing registers the classes with Keras' serialization.
 
 import contextlib
 
-try:
-    import keras_hub
-except ImportError as error:  # pragma: no cover (the [hub] extra installs it)
-    raise ImportError('sknet_keras.hub needs keras-hub: pip install "sknet-keras[hub]"') from error
 import keras
 
 from sknet_keras.applications.imagenet_utils import BGR_MEANS
+from sknet_keras.extras import require
 from sknet_keras.models import FAMILIES, bn_inception, resnet, shufflenet
 from sknet_keras.models.serialization import config_from_dict, config_to_dict
 from sknet_keras.registry import get_model_config
 from sknet_keras.trainers.pipeline import MEAN_STD
+
+keras_hub = require("keras_hub", "sknet_keras.hub")
 
 PACKAGE = "sknet_keras"
 LEVELS = (2, 3, 4, 5)

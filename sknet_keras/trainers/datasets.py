@@ -12,6 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from sknet_keras.extras import require
 from sknet_keras.trainers.configs import DATASETS
 
 CIFAR_URLS = {
@@ -42,15 +43,11 @@ class DataError(ValueError):
 
 
 def _tfds():
-    import tensorflow_datasets as tfds
-
-    return tfds
+    return require("tensorflow_datasets", "reading tfds datasets")
 
 
 def _digits_arrays(seed=0):
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = require("sklearn.datasets", "the bundled digits dataset").load_digits()
     images = (digits.images / 16.0 * 255).astype("uint8")[..., None].repeat(3, -1)
     labels = digits.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(labels))

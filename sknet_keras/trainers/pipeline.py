@@ -22,6 +22,7 @@ import sys
 import tensorflow as tf
 
 from sknet_keras.applications.imagenet_utils import BGR_MEANS
+from sknet_keras.extras import require
 from sknet_keras.trainers.datasets import DataError, records
 
 MEAN_STD = {
@@ -159,8 +160,7 @@ def normalize(image, mode="torch"):
 def rand_augment(magnitude, ops):
     """keras-cv's per-image RandAugment: several times faster than Keras core's
     (docs/performance.md), which also draws one set of ops per batch, not per image."""
-    import keras_cv
-
+    keras_cv = require("keras_cv", "--randaugment_magnitude")
     return keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=ops,
                                        magnitude=magnitude)
 
