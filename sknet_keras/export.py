@@ -97,7 +97,10 @@ def resolve(model=None, weights="imagenet", image_size=None, normalization=None)
         if not os.path.isfile(path):
             raise cli.UsageError(f"--weights: the run {weights} has no {EXPORT_FILES['weights']}"
                                  " (not finished? run its training command again)")
-        name = get_model_config(model or run.model.name).name
+        if model is not None and get_model_config(model).name != run.model.name:
+            raise cli.UsageError(f"--model={model}: {weights} holds a run of "
+                                 f"{run.model.name} (leave --model out, or give that name)")
+        name = run.model.name
         return Source(name, path, _classes_of(path), image_size or run.data.image_size,
                       normalization or run.data.normalization or preprocessing_mode(name),
                       os.path.join(weights, "exported"), run)
@@ -110,7 +113,8 @@ def resolve(model=None, weights="imagenet", image_size=None, normalization=None)
     else:
         from sknet_keras.weights.files import not_a_weights_file
 
-        raise cli.UsageError(not_a_weights_file(weights))
+        raise cli.UsageError(f"--weights: {not_a_weights_file(weights)} (expected 'imagenet', "
+                             "a weights file or a training run's folder)")
     return Source(name, weights, classes, image_size or config.default_size,
                   normalization or preprocessing_mode(name), name)
 

@@ -86,11 +86,23 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
     source = export.resolve(weights=str(tmp_path))  # `python -m sknet_keras.export` of a run
     assert (source.model, source.classes, source.size, source.weights) == (
         "mini_sknet", CLASSES, SIZE, str(tmp_path / "final.weights.h5"))
+    from sknet_keras import cli
+
+    with pytest.raises(cli.UsageError, match=r"--model=sknet26: .* holds a run of mini_sknet"):
+        export.resolve("sknet26", str(tmp_path))
+    with pytest.raises(cli.UsageError, match=r"weights file not found: .*nope.* \(expected "
+                       r"'imagenet', a weights file or a training run's folder\)"):
+        export.resolve(weights=str(tmp_path / "nope"))
+    # final.weights.h5 is Keras' own format: Keras' loader reads it as `weights=` does.
+    plain = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                        weights=None, classifier_activation=None)
+    plain.load_weights(str(tmp_path / "final.weights.h5"))
     model = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
                         weights=str(tmp_path / "final.weights.h5"), classifier_activation=None)
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (BATCH, SIZE, SIZE, 3)).astype("float32")
     want = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(plain(x, training=False)), want)
     scale = np.abs(want).max()
     assert np.std(want, axis=0).mean() > 3e-2 * scale  # trained: logits differ per image
     for fmt, name in (("litert", "final.tflite"), ("onnx", "final.onnx"),

@@ -1,6 +1,8 @@
 """`applications.feature_model`: stage outputs at strides 4-32 for every family, each a true
 stage boundary of the full network (the rest of the network runs from it alone)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -26,7 +28,9 @@ def test_pyramid_levels_are_stage_boundaries_at_their_strides(family):
     rng = np.random.default_rng(0)
     x = (rng.uniform(-1, 1, (4, SIZE, SIZE, 3)) * rng.uniform(0.2, 1.5, (4, 1, 1, 1))
          + rng.uniform(-1, 1, (4, 1, 1, 3))).astype("float32")
-    got = {k: np.asarray(v) for k, v in features(x, training=False).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. Keras' input-structure warning
+        got = {k: np.asarray(v) for k, v in features(x, training=False).items()}
     levels = [level for level in pyramid_taps(config) if level >= 2]
     assert sorted(got) == [f"P{level}" for level in levels]  # mini ShuffleNets: P2-P4
     logits = np.asarray(model(x, training=False))

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from command_cases import run_cases
+from sknet_keras.applications import build_model
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
 from sknet_keras.weights.files import read_weights
@@ -499,3 +500,44 @@ def test_mixup_cutmix_and_randaugment_in_the_pipeline():
     x2, _ = next(iter(ra))
     assert x2.shape == x0.shape and np.all(np.isfinite(x2.numpy()))
     assert not np.allclose(x2.numpy(), x0.numpy())
+
+
+def test_any_tfds_image_classification_dataset_opens_by_name(tmp_path):
+    import tfds_tiny
+
+    data_dir = str(tmp_path / "tfds")
+    tfds_tiny.prepare(data_dir)
+    spec = datasets.load_spec("tiny_colours", data_dir)
+    assert (spec.num_classes, spec.train_examples, spec.eval_examples, spec.eval_split) == (
+        3, 24, 12, "test")
+    images, labels = next(iter(pipeline.make_dataset(
+        spec, "train", DataConfig(image_size=32, augment="none"), 8, True)))
+    assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 3)
+    with pytest.raises(datasets.DataError, match=r"tiny_captions is not an image-classification "
+                       r"dataset.*it has \['caption', 'image'\]"):
+        datasets.load_spec("tiny_captions", data_dir)
+    with pytest.raises(datasets.DataError, match=r"no dataset 'tiny_colors' in tfds"):
+        datasets.load_spec("tiny_colors", data_dir)
+
+
+@pytest.mark.large
+def test_the_trainer_trains_a_tfds_dataset_it_has_no_entry_for(tmp_path):
+    data_dir, model_dir = str(tmp_path / "tfds"), tmp_path / "run"
+    script = (
+        "import runpy, sys\n"
+        "import tfds_tiny\n"
+        f"tfds_tiny.prepare({data_dir!r})\n"
+        "sys.argv = ['train', '--dataset=tiny_colours', '--model=mini_sknet', '--image_size=32',"
+        " '--augment=none', '--batch_size=8', '--epochs=4', '--learning_rate=0.05',"
+        f" '--export=weights', '--data_dir={data_dir}', '--model_dir={model_dir}']\n"
+        "runpy.run_module('sknet_keras.trainers.train', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=dict(ENV, PYTHONPATH=os.path.dirname(
+        os.path.abspath(__file__))), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    got = result(str(model_dir))
+    assert got["val_examples"] == 12
+    assert json.loads((model_dir / "config.json").read_text())["recipe"] == "imagenet_senet"
+    # The network it wrote classifies the dataset's 3 classes, as `evaluate` measures them.
+    model = build_model("mini_sknet", input_shape=(32, 32, 3), classes=3,
+                        weights=str(model_dir / "final.weights.h5"))
+    assert model.output_shape == (None, 3)

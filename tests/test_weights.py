@@ -552,3 +552,92 @@ def test_finetuning_from_imagenet_weights_on_the_command_line(tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model"]["weights"] == "imagenet"
     assert config["data"]["normalization"] == "torch"
+
+
+@pytest.mark.parametrize("family", ["sk_resnext", "senet154", "shufflenet_v2_sk", "se_bn_inception"])
+def test_weights_h5_files_are_keras_own_and_read_by_name(family, tmp_path):
+    """What a Keras user tries first: `model.load_weights("final.weights.h5")` into the same
+    architecture; and `weights=PATH` by name, into include_top=False too."""
+    from harness import _randomize
+    from test_kernel_paths import family_config
+
+    from sknet_keras.weights.files import FORMAT, read_weights, save_weights
+
+    config = family_config(family)
+    model = build_model(config, input_shape=(32, 32, 3), classes=5, weights=None)
+    _randomize(model)
+    path = str(tmp_path / "final.weights.h5")
+    save_weights(model, path, config=config)
+    expected = {w.path: w.numpy() for w in model.weights}
+
+    plain = build_model(config, input_shape=(32, 32, 3), classes=5, weights=None)
+    plain.load_weights(path)  # Keras' own loader
+    by_name = build_model(config, input_shape=(48, 48, 3), classes=5, weights=path)
+    backbone = build_model(config, include_top=False, input_shape=(32, 32, 3), weights=path)
+    for loaded in (plain, by_name, backbone):
+        got = {w.path: w.numpy() for w in loaded.weights}
+        assert set(got) <= set(expected) and len(got) >= len(expected) - 2
+        for key, value in got.items():
+            np.testing.assert_array_equal(value, expected[key], err_msg=key)
+    assert len(backbone.weights) == len(model.weights) - 2  # all but the classifier
+    tensors, attrs = read_weights(path)
+    assert set(tensors) == set(expected) and attrs.get("format") != FORMAT
+
+    # Any other suffix: the by-name format, also loaded by `weights=`.
+    other = str(tmp_path / "final.sknet.h5")
+    save_weights(model, other)
+    assert read_weights(other)[1]["format"] == FORMAT
+    again = build_model(config, input_shape=(32, 32, 3), classes=5, weights=other)
+    for w in again.weights:
+        np.testing.assert_array_equal(w.numpy(), expected[w.path], err_msg=w.path)
+
+
+def test_by_name_files_of_earlier_versions_under_weights_h5_keep_loading(tmp_path, rng):
+    from sknet_keras.weights.files import write_tensors
+
+    model = build_model("mini_sknet", input_shape=(32, 32, 3), classes=3, weights=None)
+    values = {w.path: rng.normal(size=w.shape).astype("float32") for w in model.weights}
+    path = str(tmp_path / "old.weights.h5")
+    write_tensors(path, values, "mini_sknet")
+    loaded = build_model("mini_sknet", input_shape=(32, 32, 3), classes=3, weights=path)
+    for w in loaded.weights:
+        np.testing.assert_array_equal(w.numpy(), values[w.path], err_msg=w.path)
+
+
+def test_a_weights_file_with_a_non_softmax_classifier_is_refused_as_keras_does(tmp_path):
+    from sknet_keras.registry import get_model_config
+    from sknet_keras.weights.files import save_weights
+
+    model = build_model("mini_sknet", input_shape=(32, 32, 3), classes=3, weights=None)
+    path = str(tmp_path / "m.weights.h5")
+    save_weights(model, path, config=get_model_config("mini_sknet"))
+    with pytest.raises(ValueError, match="Only `None` and `softmax` activations are allowed"):
+        build_model("mini_sknet", classes=3, weights=path, classifier_activation="sigmoid")
+    for activation in (None, "softmax"):
+        build_model("mini_sknet", input_shape=(32, 32, 3), classes=3, weights=path,
+                    classifier_activation=activation)
+
+
+def test_a_keras_file_whose_network_attribute_lies_is_refused_without_building_it(tmp_path):
+    """A hostile attribute describing a huge network: refused from the shapes alone (nothing
+    of its size is allocated), the model left as it was."""
+    import h5py
+
+    from sknet_keras.registry import get_model_config
+    from sknet_keras.weights.files import NETWORK_ATTR, save_weights
+
+    model = build_model("mini_sknet", input_shape=(32, 32, 3), classes=3, weights=None)
+    path = str(tmp_path / "m.weights.h5")
+    save_weights(model, path, config=get_model_config("mini_sknet"))
+    with h5py.File(path, "a") as f:
+        network = json.loads(f.attrs[NETWORK_ATTR])
+        network["config"]["widths"] = [4096, 8192, 16384, 32768]  # ~100 GB of float32
+        network["config"]["out_channels"] = [16384, 32768, 65536, 131072]
+        f.attrs[NETWORK_ATTR] = json.dumps(network)
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(ValueError, match=r"describes a network of [\d,]+ values, the file "
+                                         r"holds [\d,]+"):
+        load = __import__("sknet_keras.weights.files", fromlist=["load_weights"]).load_weights
+        load(model, path)
+    for w, value in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), value)

@@ -5,10 +5,11 @@
 For each model (random weights; speed does not depend on them) this writes the LiteRT and
 ONNX files with `sknet_keras.export` (images in [0, 255], preprocessing in the graph) and
 times, on one random batch: Keras `predict_on_batch`, a `tf.function` of the model,
-the LiteRT interpreter (float, dynamic-range and full-int8 files) and onnxruntime, each with `--threads` threads. Median of `--repeats`
-calls after two untimed ones; printed as ms per batch and as the ratio of Keras predict's
-time to each (above 1: faster than Keras), so that the figures of one machine say something
-on another. Run it with the CPU kernels you deploy with (`TF_ENABLE_ONEDNN_OPTS`).
+the LiteRT interpreter (float, dynamic-range and full-int8 files) and onnxruntime, each with
+`--threads` threads. Median of `--repeats` calls after two untimed ones; printed as ms per
+batch and as the ratio of Keras predict's time to each (above 1: faster than Keras), so
+that the figures of one machine say something on another. Run it with the CPU kernels you
+deploy with (`TF_ENABLE_ONEDNN_OPTS`).
 """
 
 import argparse

@@ -10,7 +10,7 @@ from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras.applications.imagenet_utils import BGR_MEANS
-from sknet_keras.trainers.configs import DATASETS
+from sknet_keras.trainers.configs import DATASET_HELP
 from sknet_keras.trainers.pipeline import MEAN_STD
 
 FLAGS = flags.FLAGS
@@ -19,8 +19,8 @@ flags.DEFINE_string("model", None, "Registry model with SK units (default: the r
 flags.DEFINE_string("weights", "imagenet", "'imagenet', a weights file, or a trainer "
                     "--model_dir (its latest checkpoint, image size and normalization).")
 flags.DEFINE_string("image_dir", None, "Folder of images, or of class/*.jpg sub-folders.")
-flags.DEFINE_enum("dataset", None, list(DATASETS), "A trainer dataset instead of "
-                  "--image_dir (per-class results).")
+flags.DEFINE_string("dataset", None, "A trainer dataset instead of --image_dir "
+                    f"(per-class results): {DATASET_HELP}.")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
 flags.DEFINE_string("split", None, "Dataset split (default: its evaluation split).")
 flags.DEFINE_integer("max_examples", None, "Analyse only the first N images.")

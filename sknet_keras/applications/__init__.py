@@ -4,14 +4,14 @@
     model = SKNet50(include_top=False, input_shape=(224, 224, 3), pooling="avg")
 
 Like `keras.applications`, each family module (`sknet`, `sk_resnet`, `resnext`,
-`se_resnext`, `se_resnet`, `senet154`, `se_bn_inception`, `shufflenet_v2`) exposes its builders and a `preprocess_input` /
-`decode_predictions` whose default mode is the one its weights were trained with.
+`se_resnext`, `se_resnet`, `senet154`, `se_bn_inception`, `shufflenet_v2`) exposes its
+builders and a `preprocess_input` / `decode_predictions` whose default mode is the one its weights were trained with.
 `build_model(name, ...)` builds any registry model, including the ablation variants;
 `feature_model(name, levels=(2, 3, 4, 5))` gives its stage outputs at strides 4-32.
 """
 
-from sknet_keras.applications import (resnext, se_bn_inception, se_resnet, se_resnext,
-                                      senet154, shufflenet_v2, sk_resnet, sknet)
+from sknet_keras.applications import (resnext, se_bn_inception, se_resnet,  # noqa: F401
+                                      se_resnext, senet154, shufflenet_v2, sk_resnet, sknet)
 from sknet_keras.applications.builder import build_model
 from sknet_keras.applications.features import feature_model, pyramid_taps
 from sknet_keras.applications.imagenet_utils import (decode_predictions, preprocess_input,

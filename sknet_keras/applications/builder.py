@@ -73,8 +73,14 @@ def _check_weights(weights, config, include_top, classes, classifier_activation)
                 "Only `None` and `softmax` activations are allowed for the "
                 "`classifier_activation` argument when using pretrained weights, with "
                 f"`include_top=True`; Received: classifier_activation={classifier_activation}")
-    elif weights is not None and not os.path.isfile(weights):
-        raise ValueError(not_a_weights_file(weights))
+    elif weights is not None:
+        if not os.path.isfile(weights):
+            raise ValueError(not_a_weights_file(weights))
+        if include_top and classifier_activation not in (None, "softmax"):  # as Keras
+            raise ValueError(
+                "Only `None` and `softmax` activations are allowed for the "
+                "`classifier_activation` argument when using pretrained weights, with "
+                f"`include_top=True`; Received: classifier_activation={classifier_activation}")
 
 
 def build_model(

@@ -49,4 +49,5 @@ def feature_model(model="sknet50", levels=(2, 3, 4, 5), config=None, **kwargs):
         raise ValueError(f"{config.name} has pyramid levels {sorted(taps)} (stride 2**level); "
                          f"got levels={levels}")
     outputs = {f"P{level}": model.get_layer(taps[level]).output for level in levels}
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a tensor in, as built
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")

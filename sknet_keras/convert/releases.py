@@ -74,7 +74,7 @@ def convert(source, model, input_path, output_path=None):
     keras_model = build_network(config, keras.Input((size, size, 3)), classes=classes)
     assign_checked(keras_model, weights, os.fspath(input_path))
     if output_path is not None:
-        save_weights(keras_model, output_path, source=source,
+        save_weights(keras_model, output_path, config=config, source=source,
                      source_file=os.path.basename(os.fspath(input_path)))
     return keras_model
 

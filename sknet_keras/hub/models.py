@@ -17,7 +17,7 @@ import keras
 
 from sknet_keras.applications.imagenet_utils import BGR_MEANS
 from sknet_keras.extras import require
-from sknet_keras.models import FAMILIES, bn_inception, resnet, shufflenet
+from sknet_keras.models import CONFIG_CLASSES, FAMILIES
 from sknet_keras.models.serialization import config_from_dict, config_to_dict
 from sknet_keras.registry import get_model_config
 from sknet_keras.trainers.pipeline import MEAN_STD
@@ -158,9 +158,6 @@ def _family_classes(prefix, family):
          "__doc__": f"{prefix}Backbone + global pooling + dense classifier."}))
     return backbone, converter, preprocessor, classifier
 
-
-CONFIG_CLASSES = {"resnet": resnet.ResNetConfig, "shufflenet_v2": shufflenet.ShuffleNetV2Config,
-                  "bn_inception": bn_inception.BNInceptionConfig}
 
 (SKNetBackbone, SKNetImageConverter, SKNetImageClassifierPreprocessor,
  SKNetImageClassifier) = _family_classes("SKNet", "resnet")

@@ -7,3 +7,6 @@ from sknet_keras.models import bn_inception, resnet, shufflenet
 
 FAMILIES = {"resnet": resnet, "bn_inception": bn_inception,
             "shufflenet_v2": shufflenet}
+# Each family's config dataclass, for configs stored by value (weights files, presets).
+CONFIG_CLASSES = {"resnet": resnet.ResNetConfig, "bn_inception": bn_inception.BNInceptionConfig,
+                  "shufflenet_v2": shufflenet.ShuffleNetV2Config}

@@ -11,9 +11,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Optional, Tuple
 
-DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder", "digits")
+# The datasets the trainer knows by name, each with its default recipe. Any other name is a
+# tfds image-classification dataset (an "image" and a "label" feature), read by tfds and
+# trained with TFDS_RECIPE unless --recipe says otherwise.
+DATASETS = {"imagenet2012": "imagenet_senet", "image_folder": "imagenet_senet",
+            "cifar10": "cifar", "cifar100": "cifar", "digits": "digits"}
+TFDS_RECIPE = "imagenet_senet"
+DATASET_HELP = (f"{', '.join(DATASETS)}, or the name of any tfds image-classification "
+                "dataset (features image and label; prepared in --data_dir)")
+# A tfds name, with an optional config and version: "oxford_flowers102", "cifar10:3.0.2".
+_TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?")
+
+
+def default_recipe(dataset):
+    """The recipe a dataset trains with when --recipe is not given."""
+    return DATASETS.get(dataset, TFDS_RECIPE)
 AUGMENTATIONS = ("senet", "lightweight", "cifar", "none")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
@@ -150,8 +165,8 @@ class ExperimentConfig:
         """Raise ConfigError naming the flag of the first setting that cannot work."""
         d, o, r, s = self.data, self.optimizer, self.runtime, self.schedule
         checks = [
-            (d.dataset in DATASETS, "dataset", f"unknown dataset {d.dataset!r}; expected one "
-                                               f"of {', '.join(DATASETS)}"),
+            (bool(_TFDS_NAME.fullmatch(d.dataset or "")), "dataset",
+             f"{d.dataset!r} is not a dataset name; expected {DATASET_HELP}"),
             (d.augment in AUGMENTATIONS, "augment", f"expected one of {AUGMENTATIONS}"),
             (d.image_size >= 32, "image_size", f"must be >= 32; got {d.image_size}"),
             (s.epochs >= 1, "epochs", f"must be >= 1; got {s.epochs}"),
@@ -244,8 +259,6 @@ RECIPES = {
         "digits", dataset="digits", image_size=32, augment="none", epochs=10, batch_size=64,
         learning_rate=0.1, schedule="cosine"),
 }
-DEFAULT_RECIPE = {"imagenet2012": "imagenet_senet", "image_folder": "imagenet_senet",
-                  "cifar10": "cifar", "cifar100": "cifar", "digits": "digits"}
 
 
 def recipe(name, dataset=None):

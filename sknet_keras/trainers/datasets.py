@@ -1,6 +1,7 @@
 """Datasets by name: tensorflow-datasets builders, an image folder, and bundled digits.
 
-`imagenet2012`, `cifar10`, `cifar100` (tfds builders), `image_folder` (tfds ImageFolder:
+Any tfds image-classification dataset by its tfds name (`imagenet2012`, `cifar10`,
+`oxford_flowers102`, ...: an `image` and a `label` feature), `image_folder` (tfds ImageFolder:
 `data_dir/train/<class>/*`, `data_dir/validation/<class>/*`) and `digits` (scikit-learn's
 bundled 8×8 digits, upsampled; needs no download, for the default run). Nothing is downloaded
 at run time: a dataset that is not prepared fails at once saying what to fetch.
@@ -13,9 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from sknet_keras.extras import require
-from sknet_keras.trainers.configs import DATASETS
+from sknet_keras.trainers.configs import DATASET_HELP
 
-CIFAR_URLS = {
+# Where `tfds build` fetches what a dataset is made from, for the not-prepared message.
+SOURCE_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
 }
@@ -90,18 +92,31 @@ def _image_folder(data_dir):
                     "train", eval_split, builder=builder)
 
 
+def _digits(data_dir):
+    del data_dir  # bundled with scikit-learn
+    arrays = _digits_arrays()
+    return DataSpec("digits", 10, len(arrays["train"][1]), len(arrays["test"][1]),
+                    "train", "test", arrays=arrays)
+
+
+# The datasets that are not tfds datasets by name; every other name is one (`_tfds_spec`).
+_OTHER_SOURCES = {"digits": _digits, "image_folder": _image_folder}
+
+
 def load_spec(name, data_dir=None):
     """Open a dataset; fail fast (no 200 s of download retries) when it is not there."""
-    if name not in DATASETS:
-        raise DataError(f"--dataset: unknown dataset {name!r}; expected one of {DATASETS}")
-    if name == "digits":
-        arrays = _digits_arrays()
-        return DataSpec(name, 10, len(arrays["train"][1]), len(arrays["test"][1]),
-                        "train", "test", arrays=arrays)
-    if name == "image_folder":
-        return _image_folder(data_dir)
+    if name in _OTHER_SOURCES:
+        return _OTHER_SOURCES[name](data_dir)
+    return _tfds_spec(name, data_dir)
+
+
+def _tfds_spec(name, data_dir):
     tfds = _tfds()
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"--dataset: no dataset {name!r} in tfds; expected {DATASET_HELP}"
+                        ) from None
     if not builder.is_prepared():
         where = builder.data_dir
         if name == "imagenet2012":
@@ -111,13 +126,23 @@ def load_spec(name, data_dir=None):
                 f"ILSVRC2012_img_val.tar (from image-net.org) in {manual} and run "
                 f"`tfds build imagenet2012 --data_dir={data_dir or '~/tensorflow_datasets'}`, "
                 "or prepare_imagenet(data_dir, manual_dir) from sknet_keras.trainers.datasets.")
+        fetches = f" (it fetches {SOURCE_URLS[name]})" if name in SOURCE_URLS else ""
         raise DataError(
             f"{name} is not prepared in {where} and is not downloaded at run time (no network "
             f"retries). On a machine with network run `tfds build {name} "
-            f"--data_dir=DATA_DIR` (it fetches {CIFAR_URLS[name]}) and copy DATA_DIR/{name} "
+            f"--data_dir=DATA_DIR`{fetches} and copy DATA_DIR/{builder.name} "
             f"into {data_dir or '~/tensorflow_datasets'}.")
+    features = builder.info.features
+    found = dict(features.items()) if isinstance(features, tfds.features.FeaturesDict) else {}
+    if not (isinstance(found.get("image"), tfds.features.Image)
+            and isinstance(found.get("label"), tfds.features.ClassLabel)):
+        found = sorted(found) or type(features).__name__
+        raise DataError(f"{name} is not an image-classification dataset: the trainer reads "
+                        f"an 'image' (Image) and a 'label' (ClassLabel) feature; it has {found}")
     splits = builder.info.splits
-    eval_split = "validation" if "validation" in splits else "test"
+    if "train" not in splits:
+        raise DataError(f"{name} has no 'train' split (its splits: {', '.join(splits)})")
+    eval_split = next((s for s in ("validation", "test") if s in splits), "train")
     return DataSpec(name, builder.info.features["label"].num_classes,
                     splits["train"].num_examples, splits[eval_split].num_examples,
                     "train", eval_split, builder=builder)

@@ -16,7 +16,7 @@ from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras.trainers import run_files
-from sknet_keras.trainers.configs import DATASETS, DEFAULT_RECIPE, PRECISIONS, recipe
+from sknet_keras.trainers.configs import DATASET_HELP, PRECISIONS, default_recipe, recipe
 from sknet_keras.trainers.evaluation import evaluate  # noqa: F401 (the command's function)
 from sknet_keras.weights.files import not_a_weights_file
 
@@ -26,8 +26,8 @@ flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its latest
 flags.DEFINE_string("checkpoint_dir", None, "Alias of --model_dir.")
 flags.DEFINE_string("weights", None, "Weights file, or 'imagenet'.")
 flags.DEFINE_string("model", None, "Registry model name (default: the run's, else sknet50).")
-flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset (default: the run's, else "
-                  "imagenet2012).")
+flags.DEFINE_string("dataset", None, f"Dataset (default: the run's, else imagenet2012): "
+                    f"{DATASET_HELP}.")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
 flags.DEFINE_list("image_sizes", None, "Evaluation resolutions (default: the run's, else "
                   "224,320 on ImageNet, else the dataset's recipe's).")
@@ -73,7 +73,7 @@ def resolve(flag_values):
         if config.data.dataset == "imagenet2012":
             sizes = [224, 320]
         else:  # the resolution the dataset's recipe trains at
-            name = DEFAULT_RECIPE[config.data.dataset]
+            name = default_recipe(config.data.dataset)
             sizes = [recipe(name).data.image_size]
             if f.image_sizes is None:
                 print(f"note: evaluating at {sizes[0]}x{sizes[0]}, the {name} recipe's size "

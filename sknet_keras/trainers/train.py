@@ -17,9 +17,9 @@ from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's
 
 from sknet_keras.weights.files import not_a_weights_file
 from sknet_keras.trainers import precision
-from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASETS, DEFAULT_EXPORTS,
-                                          DEFAULT_RECIPE, EXPORT_FILES, OPTIMIZERS,
-                                          PRECISIONS, RECIPES, SCHEDULES, STRATEGIES)
+from sknet_keras.trainers.configs import (AUGMENTATIONS, DATASET_HELP, DEFAULT_EXPORTS,
+                                          EXPORT_FILES, OPTIMIZERS, PRECISIONS, RECIPES,
+                                          SCHEDULES, STRATEGIES, default_recipe)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("recipe", None, sorted(RECIPES), "Named recipe giving every default "
@@ -28,7 +28,7 @@ flags.DEFINE_enum("recipe", None, sorted(RECIPES), "Named recipe giving every de
 flags.DEFINE_string("model", "sknet26", "Registry model name.")
 flags.DEFINE_string("weights", None, "Initialize from pretrained weights: 'imagenet' or a "
                     "weights file (the classifier is re-created for the dataset's classes).")
-flags.DEFINE_enum("dataset", "digits", list(DATASETS), "Dataset.")
+flags.DEFINE_string("dataset", "digits", f"Dataset: {DATASET_HELP}.")
 flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
 flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, TensorBoard logs, exports, "
                     "config.json and result.json.")
@@ -97,7 +97,7 @@ def config_from_flags():
     from sknet_keras.trainers.configs import recipe
 
     dataset = FLAGS.dataset
-    config = recipe(FLAGS.recipe or DEFAULT_RECIPE[dataset], dataset)
+    config = recipe(FLAGS.recipe or default_recipe(dataset), dataset)
     changes = {}
     for name in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
         name = name.name

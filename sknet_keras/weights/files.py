@@ -1,14 +1,23 @@
-"""Weight files: a strict, name-based format, and loading with errors that name the problem.
+"""Weight files, and loading with errors that name the problem.
 
-Our format is HDF5 with one dataset per Keras variable path (`conv2_block1_2_sk/
-branch0_conv/kernel`) and a `format` attribute. Loading by name lets a file saved with the
-classifier load into `include_top=False`, and lets us check everything before assigning
-anything: missing, unexpected or wrongly shaped tensors are all listed in one error and the
-model is left untouched. Keras' own `.weights.h5` files load too, through Keras, but its
-loader only *warns* when it skips layers; we turn that into an error and roll back.
+Two formats, both read by name (Keras variable path, `conv2_block1_2_sk/branch0_conv/kernel`):
+- **`.weights.h5`: Keras' own format** (`model.save_weights`), which `model.load_weights`
+  reads into the same architecture. The files this package writes (a run's
+  `final.weights.h5`, a converter's output named so) also carry the network's config and
+  classifier size as HDF5 attributes, so `weights=PATH` rebuilds that network, reads the
+  file through Keras and then takes the tensors by name: into `include_top=False`, or with
+  a new classifier (fine-tuning).
+- **Any other suffix (`.sknet.h5`): the by-name format**, one dataset per variable path and a
+  `format` attribute (what the converters and the ImageNet cache write; files of earlier
+  versions, under `.weights.h5` too, keep loading).
+Everything is checked before anything is assigned: missing, unexpected or wrongly shaped
+tensors are listed in one error and the model is left untouched. Keras files without our
+attributes load through Keras, whose loader only *warns* when it skips layers; we turn
+that into an error and roll back.
 """
 
 import difflib
+import json
 import os
 import re
 import warnings
@@ -17,6 +26,9 @@ import h5py
 import numpy as np
 
 FORMAT = "sknet_keras.weights.v1"
+KERAS_SUFFIX = ".weights.h5"
+# Root attribute of our Keras-format files: {"family", "config", "classes"} as JSON.
+NETWORK_ATTR = "sknet_keras_network"
 HEAD_PREFIXES = ("predictions/",)
 
 
@@ -38,16 +50,57 @@ def write_tensors(path, tensors, model_name="", **metadata):
             os.remove(tmp)
 
 
-def save_weights(model, path, **metadata):
-    """Write every variable of `model` by path (see `write_tensors`)."""
-    write_tensors(path, {w.path: np.asarray(w.numpy()) for w in model.weights}, model.name,
-                  **metadata)
+def save_weights(model, path, config=None, **metadata):
+    """Write every variable of `model`: Keras' own format when `path` ends in `.weights.h5`
+    (with `config`, the family config `model` was built from, as an attribute, so that it
+    reads by name too; default: the registry's network of the model's name), else the
+    by-name format (`write_tensors`). Atomic."""
+    path = os.fspath(path)
+    if not path.endswith(KERAS_SUFFIX):
+        write_tensors(path, {w.path: np.asarray(w.numpy()) for w in model.weights},
+                      model.name, **metadata)
+        return
+    from sknet_keras.models.serialization import config_to_dict
+    from sknet_keras.registry import ENTRIES
+
+    if config is None and model.name in ENTRIES:  # built by name: the registry's network
+        config = ENTRIES[model.name].config
+    tmp = path[:-len(KERAS_SUFFIX)] + ".tmp" + KERAS_SUFFIX  # Keras checks the suffix
+    try:
+        model.save_weights(tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["model"] = model.name
+            if config is not None:
+                f.attrs[NETWORK_ATTR] = json.dumps({
+                    "family": config.family, "config": config_to_dict(config),
+                    "classes": _classes(model)})
+            for key, value in metadata.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _classes(model):
+    """The classifier's size, or None without the top."""
+    try:
+        return int(model.get_layer("predictions").units)
+    except ValueError:
+        return None
+
+
+def _network_of(f):
+    text = f.attrs.get(NETWORK_ATTR)
+    return json.loads(text) if text is not None else None
 
 
 def is_sknet_weights_file(path):
+    """Whether `path` can be read by name: the by-name format, or a Keras file with our
+    network attribute."""
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT
+            return f.attrs.get("format") == FORMAT or NETWORK_ATTR in f.attrs
     except Exception:  # not HDF5, or a damaged header: not ours (Keras' loader says why)
         return False
 
@@ -69,6 +122,14 @@ def read_weights(path):
     tensors, size = {}, os.path.getsize(path)
     try:
         with h5py.File(path, "r") as f:
+            network, attrs = _network_of(f), dict(f.attrs)
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError, TypeError ...
+        raise ValueError(f"{path!r} is not a readable weights file ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
+    if network is not None:
+        return _read_keras_file(path, network), attrs
+    try:
+        with h5py.File(path, "r") as f:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
                     if obj.size * obj.dtype.itemsize > size:
@@ -82,6 +143,51 @@ def read_weights(path):
         raise ValueError(f"{path!r} is not a readable weights file ({type(e).__name__}: "
                          f"{str(e)[:200]})") from None
     return upgrade_legacy_paths(tensors), attrs
+
+
+def _read_keras_file(path, network):
+    """{variable path: array} of a Keras-format file of ours: its network rebuilt from the
+    attribute, loaded by Keras (which checks every layer), read by name."""
+    import keras
+
+    from sknet_keras.models import CONFIG_CLASSES
+    from sknet_keras.models.network import build_network
+    from sknet_keras.models.serialization import config_from_dict
+
+    def build():
+        return build_network(config, keras.Input((config.default_size,) * 2 + (3,)),
+                             include_top=network["classes"] is not None,
+                             classes=network["classes"] or 1, classifier_activation=None)
+
+    try:
+        config = config_from_dict(CONFIG_CLASSES[network["family"]], network["config"])
+        # The network the attribute describes, without allocating its variables (a hostile
+        # attribute can describe a network of any size): it must be the file's size.
+        with keras.StatelessScope(initialize_variables=False):
+            needed = sum(int(np.prod(w.shape)) for w in build().weights)
+        held = _values_in(path)
+        if needed != held:
+            raise ValueError(f"{path!r}: its {NETWORK_ATTR} attribute describes a network of "
+                             f"{needed:,} values, the file holds {held:,}")
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float32")  # the file's values, not a rounded copy
+        try:
+            model = build()
+        finally:
+            keras.config.set_dtype_policy(policy)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path!r}: its {NETWORK_ATTR} attribute is damaged ({e})") from None
+    load_keras_file(model, path)
+    return {w.path: np.asarray(w.numpy()) for w in model.weights}
+
+
+def _values_in(path):
+    """How many values the datasets of an HDF5 file hold."""
+    total = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: total.append(obj.size)
+                     if isinstance(obj, h5py.Dataset) else None)
+    return int(sum(total))
 
 
 def assign_checked(model, tensors, source, allow_unused_head=True, skip=()):
@@ -148,6 +254,12 @@ def load_weights(model, path):
         tensors, _ = read_weights(path)
         assign_checked(model, tensors, path)
         return model
+    return load_keras_file(model, path)
+
+
+def load_keras_file(model, path):
+    """`model.load_weights(path)`, where a skipped or mismatched layer is an error and the
+    model is left as it was."""
     backup = [w.numpy() for w in model.weights]
     try:
         with warnings.catch_warnings(record=True) as caught:
