@@ -43,6 +43,7 @@ def test_the_core_dependencies_hold_no_extra():
         "train", "analysis", "export", "hub"}
 
 
+@pytest.mark.large  # a TensorFlow subprocess
 def test_models_train_and_save_without_any_extra(tmp_path):
     proc = _run("""
 import numpy as np, keras
@@ -65,6 +66,7 @@ print("trained and reloaded")
     assert "trained and reloaded" in proc.stdout
 
 
+@pytest.mark.large  # TensorFlow subprocesses
 @pytest.mark.parametrize("command, extra", [
     ("import runpy, sys; sys.argv = ['train', '--epochs=1'];"
      " runpy.run_module('sknet_keras.trainers.train', run_name='__main__')", "train"),
