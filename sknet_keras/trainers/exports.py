@@ -10,16 +10,16 @@ from sknet_keras.weights.files import save_weights
 
 
 def _exporter(fmt):
-    return lambda model, path, network: model.export(path, format=fmt, verbose=False)
+    return lambda model, path: model.export(path, format=fmt, verbose=False)
 
 
-# --export's names: (file or folder in model_dir, writer(model, path, network config)).
-# final.weights.h5 is Keras' own format (model.load_weights reads it) that also reads by
-# name (weights=PATH); the SavedModel / LiteRT / ONNX files take normalized images and give
+# --export's names: (file or folder in model_dir, writer). final.weights.h5 is Keras' own
+# format, carrying the registry network of the model's name so that weights=PATH reads it by
+# name (`save_weights`); the SavedModel / LiteRT / ONNX files take normalized images and give
 # logits (Keras' `model.export`).
 _WRITERS = {
-    "weights": lambda model, path, network: save_weights(model, path, config=network),
-    "keras": lambda model, path, network: model.save(path),
+    "weights": save_weights,
+    "keras": lambda model, path: model.save(path),
     "saved_model": _exporter("tf_saved_model"),
     "litert": _exporter("litert"),
     "onnx": _exporter("onnx"),
@@ -27,16 +27,15 @@ _WRITERS = {
 EXPORTS = {name: (EXPORT_FILES[name], _WRITERS[name]) for name in EXPORT_FILES}
 
 
-def write(model, model_dir, name, network):
-    """Write export `name` of `model` (built from the family config `network`) into
-    `model_dir`; returns its record (size, SHA-256). A full disk raises OSError(ENOSPC) in
-    one line and leaves no partial file."""
+def write(model, model_dir, name):
+    """Write export `name` of `model` into `model_dir`; returns its record (size, SHA-256).
+    A full disk raises OSError(ENOSPC) in one line and leaves no partial file."""
     file_name, writer = EXPORTS[name]
     path = os.path.join(model_dir, file_name)
     tmp = os.path.join(model_dir, f".tmp.{file_name}")  # same suffix: Keras checks it
     run_files.remove(tmp)
     try:
-        writer(model, tmp, network)
+        writer(model, tmp)
         run_files.remove(path)  # a folder cannot be renamed over
         os.replace(tmp, path)
     except BaseException as e:

@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from sknet_keras.layers import sk_paths
-from sknet_keras.registry import get_model_config
 from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run_files
 from sknet_keras.trainers.checkpoints import (CHECKPOINT_SUBDIR, CheckpointError,  # noqa: F401
                                               latest_checkpoint, restore_checked)
@@ -385,6 +384,5 @@ class Trainer:
                     f"stopped by {self.stop.received[0]} before writing {file_name}: the run "
                     f"is complete at step {self.step}; run the same command again to write "
                     "its exports", preemption.exit_status(self.stop.received[0]))
-            records[file_name] = exports.write(self.model, self.model_dir, name,
-                                               get_model_config(self.task.config.model.name))
+            records[file_name] = exports.write(self.model, self.model_dir, name)
         return records
