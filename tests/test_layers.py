@@ -182,11 +182,26 @@ def test_selective_kernel_mixed_precision_softmax_in_float32(rng):
         (dict(filters=18, groups=4), "divisible by the branch groups"),
         (dict(filters=16, attention=False, return_attention=True), "needs attention=True"),
         (dict(filters=16, branches=[(3,)]), r"\(kernel_size, dilation\[, groups\]\)"),
+        (dict(filters=16, groups=4, attn_channels=8, reduction=4), "attn_channels or reduction.*not both"),
+        (dict(filters=16, groups=4, reduction=0), "reduction must be positive"),
     ],
 )
 def test_selective_kernel_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SelectiveKernel(**kwargs)
+
+
+def test_selective_kernel_config_stores_the_attention_width_not_how_it_was_made():
+    """d = max(C / r, L) rounded: the config keeps d only, and configs written before (with
+    reduction, min_attn_channels and attn_divisor beside d) still load to the same d."""
+    layer = SelectiveKernel(256, reduction=8, min_attn_channels=16, attn_divisor=16)
+    assert layer.attn_channels == 32  # make_divisible(256 / 8, 16)
+    config = layer.get_config()
+    assert config["attn_channels"] == 32
+    assert not {"reduction", "min_attn_channels", "attn_divisor"} & set(config)
+    old = dict(config, reduction=16, min_attn_channels=32, attn_divisor=1)
+    assert SelectiveKernel.from_config(old).attn_channels == 32
+    assert SelectiveKernel(64).attn_channels == 32 and SelectiveKernel(1024).attn_channels == 64
 
 
 def test_selective_kernel_split_input_needs_divisible_channels():

@@ -19,7 +19,7 @@ silently lack their weights.
 import keras
 from keras import ops
 
-from sknet_keras.layers import options, sk_paths
+from sknet_keras.layers import options, sk_math, sk_paths
 from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.channels import attn_channels as default_attn_channels
 from sknet_keras.layers.group_conv import GroupConv2D
@@ -53,6 +53,25 @@ def normalize_branches(branches, groups):
     if not out:
         raise ValueError("branches must name at least one branch")
     return tuple(out)
+
+
+_ATTN_RULE = ("reduction", "min_attn_channels", "attn_divisor")
+
+
+def _attn_channels(filters, attn_channels, reduction, min_attn_channels, attn_divisor):
+    """d: given, or max(C / reduction, min_attn_channels) rounded by attn_divisor."""
+    rule = dict(zip(_ATTN_RULE, (reduction, min_attn_channels, attn_divisor)))
+    if attn_channels is not None:
+        given = [k for k, v in rule.items() if v is not None]
+        if given:
+            raise ValueError(f"give attn_channels or {', '.join(_ATTN_RULE)}, not both; got "
+                             f"attn_channels={attn_channels} and {given[0]}={rule[given[0]]}")
+        return int(attn_channels)
+    rule = {arg: int(rule[name]) for name, arg in zip(_ATTN_RULE, ("reduction", "min_channels", "divisor"))
+            if rule[name] is not None}
+    if rule.get("reduction", 1) < 1:
+        raise ValueError(f"reduction must be positive; got {reduction}")
+    return int(default_attn_channels(filters, **rule))
 
 
 def _bn(layer, name):
@@ -94,15 +113,10 @@ class SelectiveKernelAttn(keras.layers.Layer):
         self.fuse_bn.build((None, self.attn_channels))
         self.select_conv.build((None, self.attn_channels))
 
-    def attention(self, z):
-        """Branch attention (N, M, C), float32, from the fused vector z (N, d)."""
-        logits = ops.reshape(self.select_conv(z), (-1, self.num_branches, self.channels))
-        return ops.softmax(ops.cast(logits, "float32"), axis=1)
-
     def call(self, u, training=None):
-        s = ops.mean(u, axis=(1, 2))
-        z = ops.relu(self.fuse_bn(self.fuse_conv(s), training=training))
-        return self.attention(z)
+        return sk_math.attention(u, self.fuse_conv.kernel,
+                                 lambda h: self.fuse_bn(h, training=training),
+                                 self.select_conv.kernel, self.num_branches)
 
     def compute_output_spec(self, u, training=None):
         return keras.KerasTensor((u.shape[0], self.num_branches, u.shape[-1]), dtype="float32")
@@ -128,7 +142,8 @@ class SelectiveKernel(keras.layers.Layer):
             (kernel_size, dilation[, groups]) per branch, e.g. [(3, 1), (5, 1, 64)].
         groups: cardinality G of branches that do not name their own.
         reduction, min_attn_channels, attn_divisor: d = max(C / r, L) (divisor > 1 rounds
-            C / r like timm's make_divisible); `attn_channels` sets d directly.
+            C / r like timm's make_divisible); defaults 16, 32, 1.
+        attn_channels: d itself, instead of the three above (`get_config` stores only d).
         strides: the unit's stride, applied on every branch.
         attention: False gives the plain sum of the branches (the paper's ablation).
         split_input: each branch sees its own C_in / M slice of the input (timm SK-ResNet).
@@ -146,9 +161,9 @@ class SelectiveKernel(keras.layers.Layer):
         filters,
         branches=2,
         groups=32,
-        reduction=16,
-        min_attn_channels=32,
-        attn_divisor=1,
+        reduction=None,
+        min_attn_channels=None,
+        attn_divisor=None,
         attn_channels=None,
         strides=1,
         attention=True,
@@ -171,9 +186,6 @@ class SelectiveKernel(keras.layers.Layer):
         self.filters = int(filters)
         self.groups = int(groups)
         self.branches = normalize_branches(branches, self.groups)
-        self.reduction = int(reduction)
-        self.min_attn_channels = int(min_attn_channels)
-        self.attn_divisor = int(attn_divisor)
         self.strides = int(strides)
         self.attention = bool(attention)
         self.split_input = bool(split_input)
@@ -181,11 +193,8 @@ class SelectiveKernel(keras.layers.Layer):
             raise ValueError(f"branch_activation must be 'relu' or None; got {branch_activation!r}")
         self.branch_activation = branch_activation
         self.return_attention = bool(return_attention)
-        if self.filters < 1 or self.reduction < 1 or self.strides < 1:
-            raise ValueError(
-                f"filters, reduction and strides must be positive; got {filters}, "
-                f"{reduction}, {strides}"
-            )
+        if self.filters < 1 or self.strides < 1:
+            raise ValueError(f"filters and strides must be positive; got {filters}, {strides}")
         if self.return_attention and not self.attention:
             raise ValueError("return_attention=True needs attention=True (no attention to return)")
         for k, d, g in self.branches:
@@ -193,10 +202,8 @@ class SelectiveKernel(keras.layers.Layer):
                 raise ValueError(
                     f"filters ({self.filters}) must be divisible by the branch groups ({g})"
                 )
-        if attn_channels is None:
-            attn_channels = default_attn_channels(self.filters, self.reduction,
-                                                  self.min_attn_channels, self.attn_divisor)
-        self.attn_channels = int(attn_channels)
+        self.attn_channels = _attn_channels(self.filters, attn_channels, reduction,
+                                            min_attn_channels, attn_divisor)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or conv_kernel_initializer()
         )
@@ -246,13 +253,23 @@ class SelectiveKernel(keras.layers.Layer):
         if self.attention:
             self.attn.build(self.branch_convs[0].compute_output_shape(branch_shape))
 
-    def branch_inputs(self, inputs):
-        if self.split_input:
-            return ops.split(inputs, self.num_branches, axis=-1)
-        return [inputs] * self.num_branches
+    @property
+    def batch_norms(self):
+        """BN number i of `sk_math.split_fuse_select`: the branches', then the fuse BN."""
+        return self.branch_bns + ([self.attn.fuse_bn] if self.attention else [])
 
-    def activate(self, x):
-        return ops.relu(x) if self.branch_activation == "relu" else x
+    def branch_convolutions(self, inputs):
+        """The M branch convolutions (split), before their BNs."""
+        xs = (ops.split(inputs, self.num_branches, axis=-1) if self.split_input
+              else [inputs] * self.num_branches)
+        return [conv(x) for x, conv in zip(xs, self.branch_convs)]
+
+    def split_fuse_select(self, inputs, normalize):
+        """(V, attention or None) with BN i computed as `normalize(i, x)` (see `sk_math`)."""
+        attn = self.attn
+        return sk_math.split_fuse_select(
+            self.branch_convolutions(inputs), normalize, self.branch_activation,
+            attn.fuse_conv.kernel if attn else None, attn.select_conv.kernel if attn else None)
 
     def call(self, inputs, training=None):
         path = sk_paths.choose(self, training)
@@ -261,15 +278,9 @@ class SelectiveKernel(keras.layers.Layer):
         elif path == "remat":
             v, attn = sk_paths.rematerialized_training(self, inputs)
         else:
-            feats = [
-                self.activate(bn(conv(x), training=training))
-                for x, conv, bn in zip(self.branch_inputs(inputs), self.branch_convs,
-                                       self.branch_bns)
-            ]
-            if not self.attention:
-                return sk_paths.branch_sum(feats)
-            attn = self.attn(sk_paths.branch_sum(feats), training=training)
-            v = sk_paths.select(feats, attn)
+            norms = self.batch_norms
+            v, attn = self.split_fuse_select(
+                inputs, lambda i, x: norms[i](x, training=training))
         return [v, attn] if self.return_attention else v
 
     def compute_output_shape(self, input_shape):
@@ -300,9 +311,6 @@ class SelectiveKernel(keras.layers.Layer):
             filters=self.filters,
             branches=[list(b) for b in self.branches],
             groups=self.groups,
-            reduction=self.reduction,
-            min_attn_channels=self.min_attn_channels,
-            attn_divisor=self.attn_divisor,
             attn_channels=self.attn_channels,
             strides=self.strides,
             attention=self.attention,
@@ -315,6 +323,12 @@ class SelectiveKernel(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        if config.get("attn_channels") is not None:  # older configs also stored how d was made
+            config = {k: v for k, v in config.items() if k not in _ATTN_RULE}
+        return super().from_config(config)
 
 
 def set_rematerialize(model, enabled=True):

@@ -1,6 +1,9 @@
 """How a `SelectiveKernel` runs: one chooser over three paths that compute the same function.
 
-- "reference": Keras ops, any backend (in the layer itself).
+All three call the one computation, `sk_math.split_fuse_select`, and differ only in how they
+compute BN and where the ops run:
+
+- "reference": Keras ops, any backend, BN as Keras layers in the call's mode.
 - "fused" (TensorFlow, inference): everything after the branch convolutions — BN and ReLU per
   branch, the sum, the global mean, the attention MLP, the softmax and the weighted sum — is
   one XLA-compiled function. As separate TensorFlow ops that is ~8 passes over N×H×W×C
@@ -28,23 +31,9 @@ import sys
 import keras
 from keras import ops
 
+from sknet_keras.layers import sk_math
+
 IMPLEMENTATIONS = ("auto", "reference")
-
-
-def branch_sum(feats):
-    u = feats[0]
-    for f in feats[1:]:
-        u = u + f
-    return u
-
-
-def select(feats, attention):
-    """V = Σ_m a_m ⊙ U_m, attention (N, M, C) cast to the features' dtype."""
-    weights = ops.cast(attention, feats[0].dtype)
-    v = feats[0] * weights[:, None, None, 0, :]
-    for m in range(1, len(feats)):
-        v = v + feats[m] * weights[:, None, None, m, :]
-    return v
 
 
 # The module whose traced steps (`predict`, `evaluate`, `fit`) may hold XLA functions.
@@ -100,20 +89,16 @@ def _tf():
 
 
 def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps, relu):
+    """`sk_math.split_fuse_select` in float32 with BN as the moving statistics' affine map."""
     tf = _tf()
-    feats = []
-    for c, (gamma, beta, mean, var) in zip(convs, branch_bn):
-        c = tf.cast(c, tf.float32)
-        y = (c - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta
-        feats.append(tf.nn.relu(y) if relu else y)
-    s = tf.add_n([tf.reduce_mean(f, axis=[1, 2]) for f in feats])
-    gamma, beta, mean, var = fuse_bn
-    z = tf.nn.relu((tf.matmul(s, fuse_kernel) - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta)
-    m, c = len(feats), feats[0].shape[-1]
-    attn = tf.nn.softmax(tf.reshape(tf.matmul(z, select_kernel), [-1, m, c]), axis=1)
-    v = feats[0] * attn[:, None, None, 0, :]
-    for i in range(1, m):
-        v += feats[i] * attn[:, None, None, i, :]
+    params = list(branch_bn) + [fuse_bn]
+
+    def normalize(i, x):
+        gamma, beta, mean, var = params[i]
+        return (x - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta
+
+    v, attn = sk_math.split_fuse_select([tf.cast(c, tf.float32) for c in convs], normalize,
+                                        "relu" if relu else None, fuse_kernel, select_kernel)
     return tf.cast(v, convs[0].dtype), attn
 
 
@@ -138,7 +123,7 @@ def fused_inference(layer, inputs):
     def bn_params(bn):
         return tuple(f32(w) for w in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
 
-    convs = [conv(x) for x, conv in zip(layer.branch_inputs(inputs), layer.branch_convs)]
+    convs = layer.branch_convolutions(inputs)
     attn = layer.attn
     return _compiled_select()(
         convs, [bn_params(b) for b in layer.branch_bns], f32(attn.fuse_conv.kernel),
@@ -154,18 +139,15 @@ def _train_forward(layer, inputs):
     Returns [V, attention, then per BN (branches, then fuse) its batch mean and variance]
     for the caller to update the moving averages once.
     """
-    convs = [conv(x) for x, conv in zip(layer.branch_inputs(inputs), layer.branch_convs)]
-    feats, stats = [], []
-    for c, bn in zip(convs, layer.branch_bns):
-        y, mean, var = bn.normalize_batch(c)
-        feats.append(layer.activate(y))
-        stats += [mean, var]
-    s = ops.mean(branch_sum(feats), axis=(1, 2))
-    attn = layer.attn
-    h, mean, var = attn.fuse_bn.normalize_batch(attn.fuse_conv(s))
-    stats += [mean, var]
-    a = attn.attention(ops.relu(ops.cast(h, layer.compute_dtype)))
-    return [select(feats, a), a] + stats
+    norms = layer.batch_norms
+    stats = [None] * (2 * len(norms))
+
+    def normalize(i, x):
+        y, stats[2 * i], stats[2 * i + 1] = norms[i].normalize_batch(x)
+        return ops.cast(y, layer.compute_dtype)
+
+    v, attn = layer.split_fuse_select(inputs, normalize)
+    return [v, attn] + stats
 
 
 def rematerialized_training(layer, inputs):
@@ -173,6 +155,6 @@ def rematerialized_training(layer, inputs):
     tf = _tf()
     outs = tf.recompute_grad(lambda x: _train_forward(layer, x))(inputs)
     v, a, stats = outs[0], outs[1], outs[2:]
-    for i, bn in enumerate(layer.branch_bns + [layer.attn.fuse_bn]):
+    for i, bn in enumerate(layer.batch_norms):
         bn.update_moving_statistics(*(tf.stop_gradient(t) for t in stats[2 * i:2 * i + 2]))
     return v, a
