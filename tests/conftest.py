@@ -20,6 +20,15 @@ MINI_SKRESNEXT = ResNetConfig(
     "mini_skresnext", block="bottleneck", depths=(2, 2, 1, 1), widths=(8, 16, 32, 64),
     out_channels=(64, 128, 256, 512), groups=8, attention="sk",
 )
+# timm's resnext50_32x4d / seresnext50_32x4d blocks, shrunk (tools/make_timm_goldens.py).
+MINI_RESNEXT = MODELS["resnext50"].replace(
+    name="mini_resnext", depths=(2, 2, 1, 1), widths=(8, 16, 32, 64),
+    out_channels=(64, 128, 256, 512), groups=8,
+)
+MINI_SERESNEXT = MODELS["seresnext50"].replace(
+    name="mini_seresnext", depths=(2, 2, 1, 1), widths=(16, 16, 32, 64),
+    out_channels=(128, 128, 256, 512), groups=8,
+)
 MINI_SKRESNET = MODELS["skresnet18"].replace(
     name="mini_skresnet", depths=(2, 2, 1, 1), widths=(16, 32, 64, 128),
     out_channels=(16, 32, 64, 128),

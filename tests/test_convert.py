@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import DATA_DIR, MINI_SKRESNET, MINI_SKRESNEXT, SHARED_REFERENCE
+from conftest import (DATA_DIR, MINI_RESNEXT, MINI_SERESNEXT, MINI_SKRESNET, MINI_SKRESNEXT,
+                      SHARED_REFERENCE)
 from sknet_keras import applications
 from sknet_keras.applications import build_model
 from sknet_keras.convert import convert
@@ -31,7 +32,9 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize("config,stem", [(MINI_SKRESNEXT, "mini_skresnext"),
-                                         (MINI_SKRESNET, "mini_skresnet")])
+                                         (MINI_SKRESNET, "mini_skresnet"),
+                                         (MINI_RESNEXT, "mini_resnext"),
+                                         (MINI_SERESNEXT, "mini_seresnext")])
 def test_mini_networks_reproduce_timm_logits(config, stem, tmp_path):
     out = tmp_path / f"{stem}.h5"
     convert("timm", config, os.path.join(DATA_DIR, f"{stem}.random.safetensors"), out)
