@@ -284,6 +284,21 @@ def _signal_inside_step(monkeypatch, step, signum):
     monkeypatch.setattr(ClassificationTask, "train_step", train_step)
 
 
+def test_training_figures_do_not_depend_on_how_the_steps_are_grouped(finished, tmp_path, capsys):
+    """result.json's training figures cover the epoch, not the last loop: with 3 loops of 2
+    steps or 2 of 3 (bit-identical weights) they are the same, over all 6 × 16 examples."""
+    (tmp_path / "loops_of_3").mkdir()
+    train(tmp_path / "loops_of_3", capsys, steps_per_loop=3)
+    got, want = (_command()._read_result(str(d / "result.json"))
+                 for d in (tmp_path / "loops_of_3", finished))
+    assert got["weights_checksum"] == want["weights_checksum"]
+    assert want["train_examples_last_epoch"] == STEPS * 16
+    figures = ("train_loss_last_epoch", "train_top1_last_epoch", "train_examples_last_epoch",
+               "val_top1", "val_top5")
+    assert {k: got[k] for k in figures} == {k: want[k] for k in figures}
+    assert not {"loss", "accuracy"} & set(want)
+
+
 @pytest.mark.parametrize("second", [None, "SIGTERM"])  # SIGINT: the chaos test
 def test_a_signal_checkpoints_the_step_in_progress_and_resumes_exactly(
         finished, run_copy, capsys, monkeypatch, second):
@@ -318,7 +333,7 @@ def test_a_signal_checkpoints_the_step_in_progress_and_resumes_exactly(
     assert str(stopped.value) == (f"stopped by SIGTERM at step 5: saved {ckpt(run_copy, 5)}; "
                                   "run the same command again to resume")
     record = checkpoints.read_progress(ckpt(run_copy, 5))
-    assert record["step"] == 5 and record["loop_sums"]["seen"] == [16.0]
+    assert record["step"] == 5 and record["epoch_sums"]["seen"] == [5 * 16.0]
     if second:
         assert f"{second} received again: the checkpoint is completed first" in out, out
     now = snapshot(run_copy)

@@ -206,7 +206,7 @@ def test_bfloat16_and_float16_keep_float32_master_weights(tmp_path):
         trainer = Trainer(ClassificationTask(config, spec), tf.distribute.get_strategy(),
                           str(tmp_path / precision), log=lambda *a: None)
         history = trainer.train()
-        assert np.isfinite(history["loss"])
+        assert np.isfinite(history["train_loss_last_epoch"])
         assert all(w.dtype == "float32" for w in trainer.model.weights)
         out = trainer.model(np.zeros((1, 32, 32, 3), "float32"), training=False)
         assert out.dtype == "float32"
@@ -237,7 +237,7 @@ trainer = Trainer(task, strategy, tempfile.mkdtemp(), log=lambda *a: None)
 for epoch in range(2):
     task.total_steps = 6 * (epoch + 1)
     h = trainer.train()
-    losses.append(h["loss"])
+    losses.append(h["train_loss_last_epoch"])
 bn = trainer.model.get_layer("conv2_block1_1_bn")
 replicas = [v.numpy().tolist() for v in bn.moving_mean.value.values] \
     if hasattr(bn.moving_mean.value, "values") else None

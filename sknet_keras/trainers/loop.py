@@ -14,8 +14,10 @@ measured here with TF 2.21 / Keras 3.15, `fit` fails under MultiWorkerMirroredSt
   draw of the input pipeline are functions of (seed, epoch, position), so a resumed run
   trains on exactly the batches it had not trained on yet.
 - SIGTERM / SIGINT stop the loop before its next step (`preemption`): the step is
-  checkpointed, with the loop's partial metric sums in its progress record; a resumed run
-  finishes that loop where it would have ended, so its figures are the uninterrupted run's.
+  checkpointed; a resumed run finishes that loop where it would have ended.
+- The training figures are sums over the epoch so far (every checkpoint's progress record
+  carries each replica's sums), so result.json's `train_*_last_epoch` figures are the same
+  however the steps are grouped into loops and wherever a run was stopped and resumed.
 """
 
 import os
@@ -90,7 +92,7 @@ class Trainer:
                              if resume else None)
         self.last_checkpoint = self.resumed_from  # the newest good one
         self._multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        self._restore_loop_sums()
+        self._restore_epoch_sums()
         self.stop = preemption.StopSignal(step=lambda: self.step, log=log)
         # TPU: the flag is read between loops only (a host variable inside the TPU loop is
         # untried here); everywhere else before each step.
@@ -188,14 +190,13 @@ class Trainer:
 
     # --- driver ---------------------------------------------------------------------------
 
-    def _read_and_reset(self):
-        m = self.metrics
-        seen = float(m["seen"].numpy())
-        values = (float(m["loss_sum"].numpy()) / max(seen, 1),
-                  float(m["correct"].numpy()) / max(seen, 1))
-        for v in m.values():
+    def _read_sums(self):
+        """(loss sum, correct, seen) over every replica's examples of this epoch so far."""
+        return tuple(float(self.metrics[name].numpy()) for name in ("loss_sum", "correct", "seen"))
+
+    def _reset_sums(self):
+        for v in self.metrics.values():
             v.assign(tf.zeros_like(v))
-        return values
 
     def _replica_sums_impl(self):
         """[replicas, 1 + metrics]: each replica's id and metric sums, from every worker."""
@@ -206,17 +207,17 @@ class Trainer:
 
         return self.strategy.gather(self.strategy.run(local), axis=0)
 
-    def _loop_sums(self):
-        """Every replica's metric sums, by replica id (for a loop stopped midway; under
-        MultiWorkerMirroredStrategy an all-gather, which every worker reaches together)."""
+    def _epoch_sums(self):
+        """Every replica's metric sums, by replica id (under MultiWorkerMirroredStrategy an
+        all-gather, which every worker reaches together)."""
         rows = sorted(tf.function(self._replica_sums_impl)().numpy().tolist())
         return {name: [row[i + 1] for row in rows] for i, name in enumerate(self.metrics)}
 
-    def _restore_loop_sums(self):
-        """A checkpoint taken midway through a loop (a signal) carries the loop's sums per
-        replica: restored, the resumed loop's figures are the uninterrupted one's."""
+    def _restore_epoch_sums(self):
+        """A checkpoint carries the epoch's sums per replica: restored, the resumed epoch's
+        figures are the uninterrupted one's."""
         record = checkpoints.read_progress(self.resumed_from) if self.resumed_from else None
-        sums = (record or {}).get("loop_sums")
+        sums = (record or {}).get("epoch_sums")
         replicas = self.strategy.num_replicas_in_sync
         if not sums or any(len(sums.get(name, ())) != replicas for name in self.metrics):
             return  # none, or another replica count: the loop's figures start from here
@@ -268,6 +269,9 @@ class Trainer:
             iterator = iter(self.task.build_inputs(self.strategy, training=True, epoch=epoch,
                                                    skip_batches=in_epoch,
                                                    counter=self.bad_images))
+            if in_epoch == 0:  # (resumed midway, the checkpoint's sums are this epoch's)
+                self._reset_sums()
+            before = self._read_sums()
             bar = keras.utils.Progbar(steps_this_epoch,
                                       stateful_metrics=["loss", "acc", "img/s", "lr"])
             self.log(f"epoch {epoch + 1}/{-(-total // per_epoch)}")
@@ -288,10 +292,13 @@ class Trainer:
                 ran = self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
                 elapsed = time.perf_counter() - start
                 stopping = bool(self._stop_requested())
-                planned, steps = steps, ran
+                steps = ran
                 done += steps
-                loop_sums = self._loop_sums() if steps < planned else None
-                loss, acc = self._read_and_reset()
+                sums = self._read_sums()
+                # This loop's figures for the progress bar and TensorBoard.
+                seen = max(sums[2] - before[2], 1)
+                loss, acc = (sums[0] - before[0]) / seen, (sums[1] - before[1]) / seen
+                before = sums
                 if not steps:  # stopped before the loop's first step: nothing new to save
                     raise self._preempted(self.last_checkpoint)
                 # Before the save: the last checkpoint stays one of finite weights.
@@ -314,10 +321,10 @@ class Trainer:
                     tf.summary.scalar("train/accuracy", acc)
                     tf.summary.scalar("train/images_per_second", rate)
                     tf.summary.scalar("train/learning_rate", lr)
-                history.update(loss=loss, accuracy=acc)
-                record = self._progress(history)
-                if loop_sums:
-                    record["loop_sums"] = loop_sums
+                history.update(train_loss_last_epoch=sums[0] / max(sums[2], 1),
+                               train_top1_last_epoch=sums[1] / max(sums[2], 1),
+                               train_examples_last_epoch=int(sums[2]))
+                record = dict(self._progress(history), epoch_sums=self._epoch_sums())
                 saved = checkpoints.save(self.manager, self.step, record,
                                          previous=self.last_checkpoint)
                 self.last_checkpoint = saved
@@ -326,7 +333,7 @@ class Trainer:
             if self.task.spec.eval_examples and (done == per_epoch or self.step >= total):
                 history.update(self.evaluate())
                 if saved and self.chief:  # the record of the checkpoint just saved gains the figures
-                    checkpoints.write_progress(saved, self._progress(history))
+                    checkpoints.write_progress(saved, dict(record, **history))
         if self.bad_images.count:
             self.log(f"skipped {self.bad_images.count} corrupt image(s) (named above)")
         history["skipped_images"] = self.bad_images.count
@@ -342,7 +349,7 @@ class Trainer:
     def final_history(self, history):
         """What result.json records of the finished run (`history`: of train() or of the
         last checkpoint's progress record)."""
-        history = {k: v for k, v in history.items() if k != "step"}
+        history = {k: v for k, v in history.items() if k not in ("step", "epoch_sums")}
         history["skipped_images"] = history.get("skipped_images", self.bad_images.count)
         history["weights_checksum"] = self.weights_checksum()
         if not np.isfinite(history["weights_checksum"]):
