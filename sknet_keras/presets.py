@@ -1,6 +1,10 @@
 """Pretrained weights: where each registry model's `weights="imagenet"` comes from.
 
-Keyed by registry name; architectures know nothing of this. Every source is the publisher's
+Keyed by `architecture.tag`, as timm's `default_cfgs` are: the registry name, then a tag
+saying which weights (timm's own tag for its releases, `caffe_in1k` for the Caffe releases,
+`tv_in1k` for torchvision's), so that several weights of one architecture can coexist.
+The first entry of an architecture is the one `weights="imagenet"` loads. Architectures
+know nothing of this. Every source is the publisher's
 own file at a direct URL, with the hash its publisher states: the full sha256 / sha384 listed
 by OpenVINO's Open Model Zoo for its mirrors of the SENet release, or the sha256 prefix that
 timm's and torchvision's release file names carry (torch.hub's `check_hash` convention).
@@ -85,72 +89,83 @@ def _torchvision(file_name, weights, top1, size_mib):
 
 
 PRESETS = {
-    "sknet50": _timm("v0.1-weights", "skresnext50_ra-f40e40bf.pth",
+    "sknet50.ra_in1k": _timm("v0.1-weights", "skresnext50_ra-f40e40bf.pth",
                      "skresnext50_32x4d.ra_in1k", 80.168),
-    "skresnet18": _timm("v0.1-weights", "skresnet18_ra-4eec2804.pth", "skresnet18.ra_in1k",
+    "skresnet18.ra_in1k": _timm("v0.1-weights", "skresnet18_ra-4eec2804.pth", "skresnet18.ra_in1k",
                         73.020),
-    "skresnet34": _timm("v0.1-weights", "skresnet34_ra-bdc0ccde.pth", "skresnet34.ra_in1k",
+    "skresnet34.ra_in1k": _timm("v0.1-weights", "skresnet34_ra-bdc0ccde.pth", "skresnet34.ra_in1k",
                         76.956),
-    "resnext50": _timm("v0.1-rsb-weights", "resnext50_32x4d_a1h-0146ab0a.pth",
+    "resnext50.a1h_in1k": _timm("v0.1-rsb-weights", "resnext50_32x4d_a1h-0146ab0a.pth",
                        "resnext50_32x4d.a1h_in1k", 81.140, crop=0.95),
-    "seresnext50": _timm("v0.1-weights", "seresnext50_32x4d_racm-a304a460.pth",
+    "seresnext50.racm_in1k": _timm("v0.1-weights", "seresnext50_32x4d_racm-a304a460.pth",
                          "seresnext50_32x4d.racm_in1k", 81.268),
     # timm's port of the SENet release (the release's caffemodel is on Google Drive only).
-    "senet154": _timm("v0.1-weights", "legacy_senet154-e9eb9fe6.pth", "legacy_senet154.in1k",
+    "senet154.in1k": _timm("v0.1-weights", "legacy_senet154-e9eb9fe6.pth", "legacy_senet154.in1k",
                       81.320, interpolation="bilinear", hf=False),
-    "seresnet50": _senet_release(
+    "seresnet50.caffe_in1k": _senet_release(
         "se-resnet-50", "SE-ResNet-50.caffemodel", 77.63, 112_602_669,
         sha256="72880fde3bd29b324bb302c80f49a098b8970597494c56525fd410a8d2ed5993"),
-    "seresnet101": _senet_release(
+    "seresnet101.caffe_in1k": _senet_release(
         "se-resnet-101", "SE-ResNet-101.caffemodel", 78.25, 197_806_200,
         sha256="09777ce1202087954ee34ae2566cf611d03d2d8195ced0fe51b612ebf951d729"),
-    "seresnet152": _senet_release(
+    "seresnet152.caffe_in1k": _senet_release(
         "se-resnet-152", "SE-ResNet-152.caffemodel", 78.66, 268_009_578,
         sha256="bbe7fc5b5068b7cd4b12ce1bb78f61bd3f48238a372e70ab9c0724afa778e5d1"),
-    "seresnext50_caffe": _senet_release(
+    "seresnext50_caffe.caffe_in1k": _senet_release(
         "se-resnext-50", "SE-ResNeXt-50.caffemodel", 79.03, 110_550_637,
         sha256="f12c6b53c2dcd0f38f388d3d5f98cbfc039357e84842e661f28a49719dd52219"),
-    "seresnext101_caffe": _senet_release(
+    "seresnext101_caffe.caffe_in1k": _senet_release(
         "se-resnext-101", "SE-ResNeXt-101.caffemodel", 80.19, 196_447_403,
         sha256="78dc95c9b768fdb32a0a3981a686edaf655df82973b051d818bae523c9a93c90"),
     # Release README: 23.62 % top-1 error (224 centre crop of the 256 short side).
-    "se_bn_inception": _senet_release(
+    "se_bn_inception.caffe_in1k": _senet_release(
         mirror="se-inception", file_name="SE-BN-Inception.caffemodel", top1=76.38,
         size=47_855_246,
         sha384="b5d3a92296b83cb5c706140a1d2855903906c6c2176766bdd58303643c28a6aa"
                "9950cec2f318cb4f97778705c394d5d1"),
     # The official SKNet release: Google Drive / Baidu only, no direct download.
-    "sknet50_caffe": Preset(
+    "sknet50_caffe.caffe_in1k": Preset(
         source="caffe", file_name="SKNet-50.caffemodel", preprocessing="caffe",
         interpolation="bilinear", top1=79.21, top1_source="SKNet paper Table 2 (20.79 % error)",
         license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
-    "sknet101_caffe": Preset(
+    "sknet101_caffe.caffe_in1k": Preset(
         source="caffe", file_name="SKNet-101.caffemodel", preprocessing="caffe",
         interpolation="bilinear", top1=79.81, top1_source="SKNet paper Table 2 (20.19 % error)",
         license="see https://github.com/implus/SKNet", page=SKNET_PAGE),
-    "shufflenet_v2_x0_5": _torchvision("shufflenetv2_x0.5-f707e7126e.pth",
+    "shufflenet_v2_x0_5.tv_in1k": _torchvision("shufflenetv2_x0.5-f707e7126e.pth",
                                        "ShuffleNet_V2_X0_5_Weights", 60.552, 5.282),
-    "shufflenet_v2_x1_0": _torchvision("shufflenetv2_x1-5666bf0f80.pth",
+    "shufflenet_v2_x1_0.tv_in1k": _torchvision("shufflenetv2_x1-5666bf0f80.pth",
                                        "ShuffleNet_V2_X1_0_Weights", 69.362, 8.791),
 }
 
 
+def preset_key(name) -> Optional[str]:
+    """The PRESETS key of `name`: "architecture.tag" itself, or an architecture's first
+    (default) entry; None if there is none."""
+    if name in PRESETS:
+        return name
+    return next((key for key in PRESETS if key.split(".", 1)[0] == name), None)
+
+
 def get_preset(name) -> Optional[Preset]:
-    """The preset of a registry model (by its registry name), or None."""
-    return PRESETS.get(name)
+    """The preset "architecture.tag", or an architecture's default one (by registry name),
+    or None."""
+    key = preset_key(name)
+    return PRESETS[key] if key else None
 
 
 def models_with_weights():
-    return sorted(PRESETS)
+    """Registry names with at least one preset."""
+    return sorted({key.split(".", 1)[0] for key in PRESETS})
 
 
 def preprocessing_mode(name):
     """`preprocess_input` mode of a registry model's ImageNet weights ("torch" if none)."""
-    preset = PRESETS.get(name)
+    preset = get_preset(name)
     return preset.preprocessing if preset else "torch"
 
 
 def evaluation_defaults(name=None):
     """(crop fraction, interpolation) the weights of `name` were published at."""
-    preset = PRESETS.get(name) if name else None
+    preset = get_preset(name) if name else None
     return (preset.crop_fraction, preset.interpolation) if preset else (0.875, "bicubic")

@@ -16,7 +16,7 @@ from sknet_keras.models.resnet import ResNetConfig, SKConfig, Unit, units
 def _collect():
     entries = {}
     for family in FAMILIES.values():
-        for entry in family.ENTRIES:
+        for entry in family.entries:
             if entry.name in entries:
                 raise ValueError(f"registry name {entry.name!r} is defined twice")
             entries[entry.name] = entry
@@ -50,7 +50,7 @@ def get_model_config(name):
 
 
 def family(config):
-    """The family module that builds `config`."""
+    """The `Family` record of `config` (a registry name or a config)."""
     config = get_model_config(config)
     if config.family not in FAMILIES:
         raise ValueError(f"unknown model family {config.family!r}")

@@ -236,8 +236,8 @@ def test_builders_and_imagenet_weights_from_a_local_release(tmp_path, monkeypatc
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("SKNET_KERAS_WEIGHTS_DIR", str(tmp_path))
     # The release file stands in for the download (its hash cannot be the published one).
-    preset = presets.PRESETS["seresnet50"]
-    monkeypatch.setitem(presets.PRESETS, "seresnet50", presets.Preset(
+    preset = presets.get_preset("seresnet50")
+    monkeypatch.setitem(presets.PRESETS, presets.preset_key("seresnet50"), presets.Preset(
         **{**preset.__dict__, "sha256": None, "size": None}))
     layers = senet_release_layers(MODELS["seresnet50"])
     blobs = random_blobs(layers, 3, rng)

@@ -16,6 +16,22 @@ def test_import_contracts_are_kept():
     assert "0 broken" in proc.stdout and "3 kept" in proc.stdout
 
 
+def test_the_architecture_doc_states_the_contracts_pyproject_checks():
+    """docs/architecture.md lists each import-linter contract's layers as pyproject has them."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+        doc = f.read()
+    for contract in contracts:
+        container = (contract.get("containers") or ["sknet_keras.package"])[0]
+        layers = [", ".join(m.strip().removeprefix("sknet_keras.") for m in layer.split("|"))
+                  for layer in contract["layers"]]
+        line = f"{container.removeprefix('sknet_keras.')}: " + " → ".join(layers)
+        assert line in doc, line
+
+
 def test_no_module_grows_past_400_lines():
     """One idea per module: a module over ~400 lines is doing two things."""
     long = []

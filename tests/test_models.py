@@ -1,5 +1,8 @@
 """Every model family and every layer through the shared harness (tests/harness.py)."""
 
+import dataclasses
+
+import keras
 import pytest
 
 from conftest import MINI_SKRESNET, MINI_SKRESNEXT
@@ -41,3 +44,57 @@ def test_selective_kernel_attention_layer_through_the_harness():
     """Its output, the attention, is float32 under mixed precision (softmax in float32)."""
     run_layer_test(lambda: SelectiveKernelAttn(3, 8), (6, 6, 16), expected_output_shape=(3, 16),
                    mixed_output_dtype="float32")
+
+
+def test_every_family_record_ties_its_parts_together():
+    """`models.FAMILIES`: each record's name is its configs' `family`, its entries are of its
+    config class, and each converter it names is a function of the convert package."""
+    import importlib
+
+    from sknet_keras.models import CONFIG_CLASSES, FAMILIES
+
+    assert set(FAMILIES) == {"resnet", "bn_inception", "shufflenet_v2"}
+    for name, record in FAMILIES.items():
+        assert record.name == name and CONFIG_CLASSES[name] is record.config_class
+        assert record.entries and all(isinstance(e.config, record.config_class)
+                                      and e.config.family == name for e in record.entries)
+        assert record.converters
+        for source, target in record.converters.items():
+            module, function = target.split(":")
+            assert module.startswith("sknet_keras.convert.")
+            assert callable(getattr(importlib.import_module(module), function)), target
+
+
+# A family the package does not have, written as a user would add one: a config, a
+# backbone, a converter, and one record; nothing else is edited.
+@dataclasses.dataclass(frozen=True)
+class _TinyConfig:
+    name: str = "tiny_plain"
+    width: int = 4
+    family = "tiny_plain"
+
+
+def _tiny_backbone(inputs, config):
+    return keras.layers.Conv2D(config.width, 3, name="conv1_conv")(inputs)
+
+
+def _tiny_timm_mapping(config, include_top=True):
+    return {"conv1_conv/kernel": ("conv1.weight", None)}
+
+
+def test_a_new_family_is_one_record(monkeypatch):
+    from sknet_keras.convert.timm import timm_mapping
+    from sknet_keras.models import FAMILIES
+    from sknet_keras.models.entry import Family
+    from sknet_keras.models.network import build_network
+
+    config = _TinyConfig()
+    monkeypatch.setitem(FAMILIES, "tiny_plain", Family(
+        "tiny_plain", _TinyConfig, _tiny_backbone, lambda c: {}, (),
+        converters={"timm": f"{__name__}:_tiny_timm_mapping"}))
+    model = build_network(config, keras.Input((8, 8, 3)), classes=3)
+    assert model.output_shape == (None, 3) and model.get_layer("conv1_conv").filters == 4
+    assert timm_mapping(config) == {"conv1_conv/kernel": ("conv1.weight", None)}
+    with pytest.raises(ValueError, match="tiny_plain network, which has no caffe release"):
+        from sknet_keras.convert.caffe import caffe_mapping
+        caffe_mapping(config)

@@ -297,8 +297,8 @@ def test_imagenet_weights_from_a_local_release_file(release, tmp_path, monkeypat
         SEBNInception()
     import hashlib
 
-    preset = presets.PRESETS["se_bn_inception"]
-    monkeypatch.setitem(presets.PRESETS, "se_bn_inception", dataclasses.replace(
+    preset = presets.get_preset("se_bn_inception")
+    monkeypatch.setitem(presets.PRESETS, presets.preset_key("se_bn_inception"), dataclasses.replace(
         preset, size=os.path.getsize(path),
         sha384=hashlib.sha384(path.read_bytes()).hexdigest()))
     model = SEBNInception(include_top=False, input_shape=(64, 64, 3))

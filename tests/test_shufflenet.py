@@ -203,7 +203,7 @@ def test_full_network_reproduces_torchvision_logits_through_the_cli(tmp_path):
 def test_converter_refuses_what_torchvision_does_not_publish(tmp_path):
     with pytest.raises(ValueError, match="torchvision publishes only the baselines"):
         torchvision_mapping("shufflenet_v2_x1_0_sk")
-    with pytest.raises(ValueError, match="ShuffleNetV2 baselines only"):
+    with pytest.raises(ValueError, match="resnet network, which has no torchvision release"):
         torchvision_mapping("sknet50")
     with pytest.raises(ValueError, match="expected a .pth file"):
         read_torchvision_checkpoint(tmp_path / "weights.safetensors")
@@ -230,7 +230,7 @@ def test_imagenet_weights_from_a_local_release_file(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is not the published shufflenetv2_x0.5"):
         build()  # our random file does not carry the published hash
     sha256 = hashlib.sha256(local.read_bytes()).hexdigest()
-    monkeypatch.setitem(presets.PRESETS, "shufflenet_v2_x0_5",
+    monkeypatch.setitem(presets.PRESETS, "shufflenet_v2_x0_5.tv_in1k",
                         dataclasses.replace(preset, sha256=sha256[:10],
                                             size=local.stat().st_size + 500))
     assert rel_err(build().predict(x, verbose=0), logits) < 1e-4

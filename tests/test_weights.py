@@ -6,6 +6,7 @@ import importlib.util
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -343,7 +344,7 @@ def test_torchvision_sizes_are_the_ones_torchvision_states():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout
     for name, (url, mib) in json.loads(out.strip().splitlines()[-1]).items():
-        preset = presets.PRESETS[name]
+        preset = presets.get_preset(name)
         assert preset.url == url
         assert abs(preset.size - mib * 2**20) <= preset.size_tolerance
 
@@ -367,8 +368,8 @@ def test_imagenet_weights_download_convert_and_cache(tmp_path, monkeypatch, rng)
     reference, release = _timm_release(tmp_path, "skresnet18")
     payload = open(release, "rb").read()
     server = Server(payload)
-    preset = presets.PRESETS["skresnet18"]
-    monkeypatch.setitem(presets.PRESETS, "skresnet18", presets.Preset(**{
+    preset = presets.get_preset("skresnet18")
+    monkeypatch.setitem(presets.PRESETS, presets.preset_key("skresnet18"), presets.Preset(**{
         **preset.__dict__, "url": server.url,
         "sha256": hashlib.sha256(payload).hexdigest()[:8]}))
     x = rng.uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
@@ -641,3 +642,22 @@ def test_a_keras_file_whose_network_attribute_lies_is_refused_without_building_i
         load(model, path)
     for w, value in zip(model.weights, before):
         np.testing.assert_array_equal(w.numpy(), value)
+
+
+def test_every_preset_is_an_architecture_and_a_tag_of_a_registry_model():
+    """PRESETS keys are "architecture.tag" (timm's default_cfgs), the architecture a
+    registry model; an architecture's first entry is its `weights="imagenet"`; a tag
+    resolves to its own entry."""
+    from sknet_keras.registry import MODELS
+
+    assert presets.PRESETS
+    for key, preset in presets.PRESETS.items():
+        architecture, _, tag = key.partition(".")
+        assert architecture in MODELS and re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", tag), key
+        assert presets.get_preset(key) is preset
+    for name in presets.models_with_weights():
+        first = next(k for k in presets.PRESETS if k.partition(".")[0] == name)
+        assert presets.preset_key(name) == first
+    assert presets.get_preset("resnext50").crop_fraction == 0.95
+    assert presets.get_preset("resnext50.no_such_tag") is None
+    assert presets.get_preset("sknet101") is None

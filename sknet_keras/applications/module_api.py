@@ -9,8 +9,15 @@ from sknet_keras.applications import imagenet_utils
 from sknet_keras.applications.builder import build_model
 
 
+# Every named builder, by public name, in the order the family modules define them: the
+# package's `__init__` exports these, so a new family module needs no edit there.
+BUILDERS = {}
+
+
 def named_builder(registry_name, public_name):
     """A builder with `keras.applications.ResNet50`'s signature for one registry model."""
+    if public_name in BUILDERS:
+        raise ValueError(f"two application builders are named {public_name}")
     default_weights = "imagenet" if presets.get_preset(registry_name) is not None else None
 
     def builder(
@@ -43,6 +50,8 @@ def named_builder(registry_name, public_name):
         f"Instantiate {public_name} (registry entry {registry_name!r}).\n\n"
         f"Arguments as `keras.applications.ResNet50`; see `build_model`. {weights_note}.\n")
     builder.default_weights = default_weights
+    builder.registry_name = registry_name
+    BUILDERS[public_name] = builder
     return builder
 
 

@@ -18,10 +18,9 @@ import math
 
 import numpy as np
 
-from sknet_keras.convert.caffe_bn_inception import bn_inception_mapping
-from sknet_keras.convert.common import conv_kernel, dense_kernel, flat, pointwise_kernel
+from sknet_keras.convert.common import (conv_kernel, dense_kernel, family_mapping, flat,
+                                        pointwise_kernel)
 from sknet_keras.models.resnet import units
-from sknet_keras.registry import get_model_config
 
 # caffe.proto field numbers.
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
@@ -143,11 +142,11 @@ _BN_BLOBS = ("gamma", "beta", "moving_mean", "moving_variance")  # [scale, bias,
 
 def caffe_mapping(model_config, include_top=True):
     """{Keras weight path: ("layer#blob", transform)} for an official Caffe release."""
-    config = get_model_config(model_config)
-    if config.family == "bn_inception":
-        return bn_inception_mapping(config, include_top)
-    if config.family != "resnet":
-        raise ValueError(f"{config.name!r} ({config.family}) has no Caffe release")
+    return family_mapping("caffe", model_config, include_top)
+
+
+def resnet_caffe_mapping(config, include_top=True):
+    """`caffe_mapping` of the ResNet family: the SKNet and SENet releases' layouts."""
     if config.block == "bottleneck" and config.attention == "sk":
         return _sknet_mapping(config, include_top)
     if config.block == "bottleneck" and config.attention == "se":

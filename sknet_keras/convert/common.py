@@ -1,6 +1,25 @@
-"""Layout transforms shared by every converter (PyTorch and Caffe store alike)."""
+"""What every converter shares: the family dispatch, and the layout transforms (PyTorch and
+Caffe store alike)."""
+
+import importlib
 
 import numpy as np
+
+from sknet_keras.registry import family, get_model_config
+
+
+def family_mapping(source, model_config, include_top=True):
+    """{Keras weight path: (source key, transform or None)}: the converter that the model's
+    `Family` record names for `source`."""
+    config = get_model_config(model_config)
+    record = family(config)
+    target = record.converters.get(source)
+    if target is None:
+        others = ", ".join(f"--source={s}" for s in record.converters) or "none"
+        raise ValueError(f"{config.name!r} is a {config.family} network, which has no {source} "
+                         f"release to convert (sources of {config.family} networks: {others})")
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(config, include_top)
 
 
 def conv_kernel(w):

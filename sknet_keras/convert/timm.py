@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from sknet_keras.convert.common import INVERSE, conv_kernel, dense_kernel, pointwise_kernel
+from sknet_keras.convert.common import (INVERSE, conv_kernel, dense_kernel, family_mapping,
+                                        pointwise_kernel)
 from sknet_keras.convert.pth import read_pth
 from sknet_keras.models.resnet import units
-from sknet_keras.registry import get_model_config
 
 _BN = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
        ("moving_variance", "running_var"))
@@ -100,10 +100,11 @@ def _legacy_senet_mapping(config, include_top):
 
 def timm_mapping(model_config, include_top=True):
     """{Keras weight path: (timm key, transform or None)} for a registry model."""
-    config = get_model_config(model_config)
-    if config.family != "resnet":
-        raise ValueError(f"{config.name!r} ({config.family}) has no timm source; "
-                         "see the sources its weights preset names")
+    return family_mapping("timm", model_config, include_top)
+
+
+def resnet_timm_mapping(config, include_top=True):
+    """`timm_mapping` of the ResNet family: timm's ResNet, or its legacy SENet port."""
     caffe_layout = (config.stride_in_reduce or config.stem != "7x7"
                     or config.stem_pool != "symmetric" or config.shortcut_kernel != 1)
     if caffe_layout and config.block == "bottleneck" and config.attention == "se":

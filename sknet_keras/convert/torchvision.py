@@ -10,20 +10,16 @@ import os
 
 import numpy as np
 
-from sknet_keras.convert.common import dense_kernel
+from sknet_keras.convert.common import dense_kernel, family_mapping
 from sknet_keras.convert.pth import read_pth
 from sknet_keras.convert.timm import _conv_bn
 from sknet_keras.models.shufflenet import units
-from sknet_keras.registry import get_model_config
 
 # torchvision's branch2 Sequential: (conv index, BN index) of our `_1`, `_2`, `_3` layers.
 _MAIN_BRANCH = ((1, 0, 1), (2, 3, 4), (3, 5, 6))
 
 
 def _check(config):
-    if config.family != "shufflenet_v2":
-        raise ValueError(f"--source=torchvision converts ShuffleNetV2 baselines only; "
-                         f"{config.name!r} is a {config.family} network")
     if config.attention is not None:
         raise ValueError(f"{config.name!r} adds {config.attention.upper()} to ShuffleNetV2: "
                          "torchvision publishes only the baselines (shufflenet_v2_x0_5, "
@@ -31,8 +27,12 @@ def _check(config):
 
 
 def torchvision_mapping(model_config, include_top=True):
-    """{Keras weight path: (torchvision key, transform or None)} for a ShuffleNetV2 baseline."""
-    config = get_model_config(model_config)
+    """{Keras weight path: (torchvision key, transform or None)} for a registry model."""
+    return family_mapping("torchvision", model_config, include_top)
+
+
+def shufflenet_torchvision_mapping(config, include_top=True):
+    """`torchvision_mapping` of ShuffleNetV2: torchvision's baselines."""
     _check(config)
     out = _conv_bn("conv1", "conv1.0.weight", "conv1.1")
     for unit in units(config):

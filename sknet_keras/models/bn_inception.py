@@ -18,7 +18,7 @@ from keras import layers
 from sknet_keras.layers import BatchNorm, GroupConv2D, SqueezeExcite
 from sknet_keras.layers.caffe_pooling import CaffePooling2D
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM
-from sknet_keras.models.entry import Entry, Paper
+from sknet_keras.models.entry import Entry, Family, Paper
 
 POOL_TYPES = ("avg", "max")
 
@@ -210,3 +210,6 @@ ENTRIES = (
           "SE-BN-Inception of the official SENet release (Caffe layout and pooling).",
           Paper(top1_error=23.62, source=SENET_PAPER)),
 )
+
+FAMILY = Family("bn_inception", BNInceptionConfig, backbone, pyramid_taps, ENTRIES, converters={
+    "caffe": "sknet_keras.convert.caffe_bn_inception:bn_inception_mapping"})

@@ -1,9 +1,19 @@
-"""A registry entry: a named network = a family's config + what the papers say of it."""
+"""What a family and a registry entry are.
+
+A `Family` is everything the package knows of one kind of network, in one record: its
+config class, its backbone builder, its named networks, its pyramid taps and, per release
+source, the converter function that maps that source's weights (named by "module:function",
+so that models import nothing of the converters above them). Registry, weights files,
+keras-hub classes and converters all read the record: adding a family is its module and its
+record in `models.FAMILIES`, with no `if family == ...` anywhere.
+
+An `Entry` is a named network: a family's config + what the papers say of it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Mapping, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,3 +37,14 @@ class Entry:
     @property
     def name(self):
         return self.config.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str  # what its configs' `family` field says
+    config_class: type
+    backbone: Callable  # (inputs, config) -> last feature map
+    pyramid_taps: Callable  # config -> {level: layer name}
+    entries: Tuple[Entry, ...]
+    converters: Mapping[str, str] = dataclasses.field(default_factory=dict)  # source -> "module:fn"
+

@@ -20,7 +20,7 @@ from keras import layers
 from sknet_keras.layers import (BatchNorm, ChannelShuffle, ChannelSplit, GroupConv2D,
                                 SelectiveKernel, SqueezeExcite)
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
-from sknet_keras.models.entry import Entry, Paper
+from sknet_keras.models.entry import Entry, Family, Paper
 
 ATTENTION_TYPES = (None, "se", "sk")
 
@@ -196,3 +196,6 @@ ENTRIES = tuple(
           PAPER.get((width, attention), Paper(source=TABLE4)))
     for attention in VARIANTS for width, (widths, label) in WIDTHS.items()
 )
+
+FAMILY = Family("shufflenet_v2", ShuffleNetV2Config, backbone, pyramid_taps, ENTRIES,
+                converters={"torchvision": "sknet_keras.convert.torchvision:shufflenet_torchvision_mapping"})
