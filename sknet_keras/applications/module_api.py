@@ -50,7 +50,6 @@ def named_builder(registry_name, public_name):
         f"Instantiate {public_name} (registry entry {registry_name!r}).\n\n"
         f"Arguments as `keras.applications.ResNet50`; see `build_model`. {weights_note}.\n")
     builder.default_weights = default_weights
-    builder.registry_name = registry_name
     BUILDERS[public_name] = builder
     return builder
 

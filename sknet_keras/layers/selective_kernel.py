@@ -61,17 +61,19 @@ _ATTN_RULE = ("reduction", "min_attn_channels", "attn_divisor")
 def _attn_channels(filters, attn_channels, reduction, min_attn_channels, attn_divisor):
     """d: given, or max(C / reduction, min_attn_channels) rounded by attn_divisor."""
     rule = dict(zip(_ATTN_RULE, (reduction, min_attn_channels, attn_divisor)))
+    given = {k: v for k, v in rule.items() if v is not None}
     if attn_channels is not None:
-        given = [k for k, v in rule.items() if v is not None]
         if given:
+            name, value = next(iter(given.items()))
             raise ValueError(f"give attn_channels or {', '.join(_ATTN_RULE)}, not both; got "
-                             f"attn_channels={attn_channels} and {given[0]}={rule[given[0]]}")
+                             f"attn_channels={attn_channels} and {name}={value}")
         return int(attn_channels)
-    rule = {arg: int(rule[name]) for name, arg in zip(_ATTN_RULE, ("reduction", "min_channels", "divisor"))
-            if rule[name] is not None}
-    if rule.get("reduction", 1) < 1:
+    if reduction is not None and int(reduction) < 1:
         raise ValueError(f"reduction must be positive; got {reduction}")
-    return int(default_attn_channels(filters, **rule))
+    # The rule's own defaults (channels.attn_channels) fill what is not given.
+    names = ("reduction", "min_channels", "divisor")
+    return int(default_attn_channels(filters, **{n: int(v) for n, v in zip(names, rule.values())
+                                                 if v is not None}))
 
 
 def _bn(layer, name):
