@@ -32,3 +32,27 @@ def run_cases(module, argvs, env, timeout=600):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("CASES")][-1]
     return [tuple(case) for case in json.loads(line[len("CASES"):])]
+
+
+def run_in_process(module, argv, capsys):
+    """(exit status, stdout, stderr) of `python -m module ARGV` run in this process: for the
+    trainer and the evaluator, which define their absl flags when they run (so both, and
+    any other command, can run in one process)."""
+    import importlib
+
+    from absl import flags
+
+    command = importlib.import_module(module)
+    flags.FLAGS.unparse_flags()
+    capsys.readouterr()
+    saved, sys.argv = sys.argv, [module] + list(argv)
+    code = 0
+    try:
+        command.run()
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = saved
+        flags.FLAGS.unparse_flags()
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -73,12 +73,12 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
     missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (pip install -e '.[test]' installs them)")
-    from sknet_keras.trainers import train
+    from sknet_keras.trainers.experiment import run_experiment
     from test_faults import config
 
     keras.backend.clear_session()
     formats = ("weights", "litert", "onnx", "saved_model")
-    result = train.train(config(learning_rate=0.5), str(tmp_path), export=formats)
+    result = run_experiment(config(learning_rate=0.5), "train", str(tmp_path), exports=formats)
     assert sorted(result["exports"]) == ["final.onnx", "final.tflite", "final.weights.h5",
                                          "saved_model"]
     from sknet_keras import export

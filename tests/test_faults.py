@@ -2,8 +2,8 @@
 checkpoints, divergence, a full disk. Each case starts from a copy of one finished run and is
 checked by what is on disk afterwards (weights compared tensor by tensor), not by the words.
 
-The trainer runs in this process (`train.train`, the command's own function): the faults are
-in the files, and the command line's one-line reporting is held by test_cli_reports_a_full_disk.
+The trainer runs in this process (`experiment.run_experiment`, the commands' own function):
+the faults are in the files, and the command line's one-line reporting is held by test_cli_reports_a_full_disk.
 """
 
 import errno
@@ -18,21 +18,14 @@ import numpy as np
 import pytest
 
 from sknet_keras import cli
-from sknet_keras.trainers import checkpoints, evaluation, run_files
+from sknet_keras.trainers import checkpoints, run_files
 from sknet_keras.trainers.configs import recipe
+from sknet_keras.trainers.experiment import run_experiment
 from sknet_keras.weights.files import read_weights
 
 pytestmark = pytest.mark.large
 
 STEPS = 6  # checkpoints at 2, 4, 6 (steps_per_loop 2; the manager keeps 3)
-
-
-def _command():
-    """The trainer's command module, imported only where these tests run: its absl flags
-    would collide with another command's (`sknet_keras.__main__`) in this process."""
-    from sknet_keras.trainers import train
-
-    return train
 
 
 def config(**changes):
@@ -46,11 +39,17 @@ def train(model_dir, capsys, **changes):
     """The trainer on `model_dir` (resuming, or re-checking a finished run); its stdout."""
     keras.backend.clear_session()
     try:
-        _command().train(config(**changes), str(model_dir), export=("weights",))
+        run_experiment(config(**changes), "train", str(model_dir), exports=("weights",))
     finally:
         out = capsys.readouterr().out
         print(out)  # shown when the test fails
     return out
+
+
+def evaluate(model_dir, **changes):
+    """run_experiment's evaluation of a run's newest readable checkpoint, or of weights."""
+    keras.backend.clear_session()
+    return run_experiment(config(**changes), "eval", model_dir)
 
 
 def tensors(path):
@@ -81,7 +80,7 @@ def finished(tmp_path_factory):
     """A finished run (6 steps, 3 checkpoints, final.weights.h5, result.json)."""
     model_dir = tmp_path_factory.mktemp("finished_run")
     keras.backend.clear_session()
-    _command().train(config(), str(model_dir), export=("weights",))
+    run_experiment(config(), "train", str(model_dir), exports=("weights",))
     return model_dir
 
 
@@ -120,16 +119,17 @@ def test_a_finished_run_rerun_or_evaluated_changes_nothing(finished, run_copy, c
     assert "already complete at step 6 (6 steps); nothing to train" in train(run_copy, capsys)
     assert snapshot(run_copy) == before
     keras.backend.clear_session()
-    evaluated = _command().train(config(), str(run_copy), export=("weights",), mode="eval")
-    assert "nothing written" in capsys.readouterr().out
-    assert snapshot(run_copy) == before
-    recorded = _command()._read_result(str(finished / "result.json"))
-    assert evaluated["val_top1"] == recorded["val_top1"]  # float32: the trainer's own number
-    # evaluate --model_dir (checkpoint and config) equals evaluate --weights=final.weights.h5
-    by_dir = evaluation.evaluate(config(), [32], model_dir=str(run_copy))
-    by_file = evaluation.evaluate(config(), [32], weights=str(run_copy / "final.weights.h5"))
+    # The trainer's --mode=eval, evaluate --model_dir (the run's checkpoint) and evaluate
+    # --weights=final.weights.h5: one function, the run's own figure (float32), nothing written.
+    recorded = run_files.read_json(str(finished / "result.json"))
+    by_dir = evaluate(str(run_copy))
+    assert f"mini_sknet digits 32x32: top-1 {100 * recorded['val_top1']:.2f} %" in \
+        capsys.readouterr().out
+    by_file = evaluate(None, weights=str(run_copy / "final.weights.h5"))
+    at_40 = evaluate(str(run_copy), eval_image_sizes=(40,))
     assert by_dir == by_file and by_dir[32]["examples"] == 360
     assert by_dir[32]["top1"] == recorded["val_top1"]
+    assert list(at_40) == [40] and at_40[40]["examples"] == 360
     assert snapshot(run_copy) == before
 
 
@@ -151,7 +151,7 @@ def test_a_damaged_export_is_named_and_written_again(finished, run_copy, capsys)
     out = train(run_copy, capsys)
     assert "final.weights.h5: its SHA-256 differs from the one recorded" in out
     assert_same_weights(weights, finished / "final.weights.h5")
-    assert _command()._read_result(str(run_copy / "result.json"))["exports"][
+    assert run_files.read_json(str(run_copy / "result.json"))["exports"][
         "final.weights.h5"] == run_files.record(weights)
     assert run_files.check_against_its_run(weights) is None  # passes again
 
@@ -169,8 +169,8 @@ def test_a_lost_result_is_written_again_from_the_last_checkpoint(finished, run_c
     os.remove(result) if damage == "deleted" else truncate(result, 20)
     out = train(run_copy, capsys)
     assert f"{result} was missing or unreadable: written again from {ckpt(run_copy, 6)}" in out
-    want = _command()._read_result(str(finished / "result.json"))
-    assert _command()._read_result(str(result)) == want  # every figure, and the records
+    want = run_files.read_json(str(finished / "result.json"))
+    assert run_files.read_json(str(result)) == want  # every figure, and the records
     assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
 
 
@@ -210,7 +210,7 @@ def test_resume_skips_damaged_checkpoints_for_the_newest_readable(finished, run_
         assert f"checkpoint {run_copy}/checkpoints/{name} is unreadable, skipped: " in out
     assert f"resumed from {ckpt(run_copy, resumed_at)} at step {resumed_at}" in out
     assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
-    got, want = (_command()._read_result(str(d / "result.json")) for d in (run_copy, finished))
+    got, want = (run_files.read_json(str(d / "result.json")) for d in (run_copy, finished))
     assert got == want
 
 
@@ -227,19 +227,19 @@ def test_no_readable_checkpoint_stops_in_one_line_and_changes_nothing(run_copy, 
     assert snapshot(run_copy) == before
     # evaluate --model_dir says the same
     with pytest.raises(checkpoints.CheckpointError, match="no readable checkpoint in"):
-        evaluation.evaluate(config(), [32], model_dir=str(run_copy))
+        evaluate(str(run_copy))
 
 
 def test_evaluate_uses_the_newest_readable_checkpoint(finished, run_copy, tmp_path, capsys):
     truncate(ckpt(run_copy, 6) + ".data-00000-of-00001")
-    got = evaluation.evaluate(config(), [32], model_dir=str(run_copy))
+    got = evaluate(str(run_copy))
     out = capsys.readouterr().out
     assert f"checkpoint {ckpt(run_copy, 6)} is unreadable, skipped" in out
     assert f"using {ckpt(run_copy, 4)}, the newest readable checkpoint" in out
     step4 = tmp_path / "step4"  # the same run without its step-6 checkpoint
     shutil.copytree(finished, step4)
     remove_checkpoint(step4, 6)
-    assert evaluation.evaluate(config(), [32], model_dir=str(step4)) == got
+    assert evaluate(str(step4)) == got
 
 
 # --- divergence -----------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_training_figures_do_not_depend_on_how_the_steps_are_grouped(finished, t
     steps or 2 of 3 (bit-identical weights) they are the same, over all 6 × 16 examples."""
     (tmp_path / "loops_of_3").mkdir()
     train(tmp_path / "loops_of_3", capsys, steps_per_loop=3)
-    got, want = (_command()._read_result(str(d / "result.json"))
+    got, want = (run_files.read_json(str(d / "result.json"))
                  for d in (tmp_path / "loops_of_3", finished))
     assert got["weights_checksum"] == want["weights_checksum"]
     assert want["train_examples_last_epoch"] == STEPS * 16
@@ -344,7 +344,7 @@ def test_a_signal_checkpoints_the_step_in_progress_and_resumes_exactly(
     out = train(run_copy, capsys)
     assert f"resumed from {ckpt(run_copy, 5)} at step 5" in out
     assert_same_weights(run_copy / "final.weights.h5", finished / "final.weights.h5")
-    got, want = (_command()._read_result(str(d / "result.json")) for d in (run_copy, finished))
+    got, want = (run_files.read_json(str(d / "result.json")) for d in (run_copy, finished))
     assert got == want  # loss and accuracy of the loop 5-6, evaluation, checksum, exports
 
 

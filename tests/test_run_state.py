@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from command_cases import run_cases
+from command_cases import run_in_process
 from conftest import DATA_DIR
 from sknet_keras.registry import ResNetConfig, SKConfig
 from sknet_keras.trainers import checkpoints
@@ -218,29 +218,32 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     # Re-running it, evaluating it: tests/test_faults.py, on a finished run's copies.
 
 
-def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path):
+def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path, capsys):
     model_dir = str(tmp_path / "run")
     run(TRAIN + ["--model=mini_sknet", "--max_steps=2", "--steps_per_epoch=2",
                  "--batch_size=16", "--export=false", f"--model_dir={model_dir}"])
     folder = image_folder(tmp_path / "two_classes", np.random.default_rng(0))
-    wrong_model, noted, classes, folder_as_file = run_cases("sknet_keras.trainers.evaluate", [
-        [f"--model_dir={model_dir}", "--model=sknet26"],
-        [f"--model_dir={model_dir}", "--image_sizes=40"],
-        [f"--model_dir={model_dir}", "--dataset=image_folder", f"--data_dir={folder}"],
-        [f"--weights={model_dir}", "--model=mini_sknet", "--dataset=digits"]], ENV)
+    wrong_model, noted, classes, folder_as_file = (
+        run_in_process("sknet_keras.trainers.evaluate", args, capsys) for args in [
+            [f"--model_dir={model_dir}", "--model=sknet26"],
+            [f"--model_dir={model_dir}", "--image_sizes=40"],
+            [f"--model_dir={model_dir}", "--dataset=image_folder", f"--data_dir={folder}"],
+            [f"--weights={model_dir}", "--model=mini_sknet", "--dataset=digits"]])
     assert wrong_model[0] == 2
-    assert "holds a mini_sknet run" in wrong_model[2].splitlines()[0]
+    assert (f"--model: {model_dir} holds a run of --model='mini_sknet', not 'sknet26'"
+            in wrong_model[2].splitlines()[0])
     assert noted[0] == 0, noted[2]
-    assert "note: --image_sizes=40 overrides the run's image size 32" in noted[1]
-    assert "mini_sknet digits 40x40" in noted[1]
+    assert "note: --image_sizes=40 overrides the run's data.eval_image_sizes=32" in noted[1]
+    assert "mini_sknet digits 40x40: top-1" in noted[1]
     assert classes[0] == 2
-    assert "has 10 classes, image_folder has 2" in classes[2], classes[2]
+    assert "--num_classes: 10 classes, but image_folder has 2" in classes[2], classes[2]
     assert folder_as_file[0] == 2
     assert ("is a training run's folder, not a weights file: give its final.weights.h5, or "
             "the folder as --model_dir") in folder_as_file[2].splitlines()[0]
-    other = run_cases("sknet_keras.trainers.train", [
-        ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"]], ENV)[0]
-    assert other[0] == 2 and "holds a run of model.name='mini_sknet'" in other[2]
+    other = run_in_process("sknet_keras.trainers.train",
+                           ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
+                           capsys)
+    assert other[0] == 2 and "holds a run of --model='mini_sknet'" in other[2]
 
 
 def test_evaluate_of_a_weights_file_defaults_to_the_datasets_resolution(tmp_path):

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from command_cases import run_cases
 from sknet_keras.applications import build_model
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
@@ -52,47 +51,6 @@ def jpeg_bytes(rng, h=40, w=48):
 
 
 # --- command line ----------------------------------------------------------------------------
-
-BAD_FLAGS = [
-    (["--model=sknet51"], "--model"),
-    (["--strategy=default", "--cpu_replicas=2"], "--cpu_replicas"),
-    (["--batch_size=0"], "--batch_size"),
-    (["--image_size=16"], "--image_size"),
-    (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
-    (["--strategy=multi_worker_mirrored"], "TF_CONFIG"),
-    (["--no_such_flag=1"], "no_such_flag"),
-    (["--modle=sknet26"], "Did you mean: mode, model"),
-    (["--weights=imagnet"], "(did you mean 'imagenet'?)"),
-    (["--epochs=abc"], "--epochs=abc"),
-    (["--lr_milestones=a,b"], "--lr_milestones"),
-]
-
-def test_bad_flags_fail_at_once_in_one_line_naming_the_flag(tmp_path):
-    """Every case through the command's entry point (`train.run()`), in one child process."""
-    dirs = [tmp_path / f"run{i}" for i in range(len(BAD_FLAGS))]
-    results = run_cases("sknet_keras.trainers.train",
-                        [args + [f"--model_dir={d}"] for (args, _), d in zip(BAD_FLAGS, dirs)],
-                        ENV, timeout=300)
-    for (args, flag), (code, _, stderr), model_dir in zip(BAD_FLAGS, results, dirs):
-        made = model_dir.exists()
-        lines = stderr.strip().splitlines()
-        assert code == 2, (args, code, stderr)
-        assert lines[0].startswith("sknet_keras.trainers.train: error: ") and \
-            flag in lines[0], (args, stderr)
-        assert len(lines) <= 2 and "--help" in lines[-1], (args, stderr)  # no usage dump
-        assert not made, args  # nothing half-made
-
-
-def test_a_bad_flag_is_one_line_from_the_command_as_run(tmp_path):
-    """The whole process: TensorFlow's start-up messages hidden, no traceback."""
-    model_dir = tmp_path / "run"
-    proc = run_train(["--batch_size=0", f"--model_dir={model_dir}"], check=False, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [
-        "sknet_keras.trainers.train: error: --batch_size: must be >= 1; got 0",
-        "(run with --helpfull for the flags)"], proc.stderr
-    assert not model_dir.exists()
-
 
 @pytest.mark.parametrize("script,flag", [("sknet-train", "--learning_rate"),
                                          ("sknet-keras", "--models")])

@@ -1,9 +1,13 @@
 """Typed training configuration and the papers' recipes (TF Model Garden's `configs/` idea).
 
 An `ExperimentConfig` is everything a run needs: model, data, optimizer and schedule,
-runtime. A named recipe gives its defaults; command-line flags override single fields; the
-resolved config is written to `model_dir/config.json` so that evaluation, analysis and a
-resumed run know exactly what the run was.
+runtime. Each setting is declared once, as a dataclass field whose metadata carries its help,
+its command-line name, its allowed values and its check (`setting`): the commands' flags
+(`config_flags`), the validation and the error messages are derived from it, so adding a
+setting is adding one field. Configs are frozen; `override` returns a changed copy. A named
+recipe gives the defaults; the resolved config (`experiment.resolve`) is written to
+`model_dir/config.json`, so that evaluation, analysis and a resumed run know exactly what
+the run was.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ import dataclasses
 import json
 import os
 import re
+import typing
 from typing import Optional, Tuple
+
+from sknet_keras.trainers import settings
+from sknet_keras.trainers.settings import ConfigError, above, at_least, each_at_least, setting
+from sknet_keras.trainers.settings import within
 
 # The datasets the trainer knows by name, each with its default recipe. Any other name is a
 # tfds image-classification dataset (an "image" and a "label" feature), read by tfds and
@@ -24,15 +33,7 @@ DATASET_HELP = (f"{', '.join(DATASETS)}, or the name of any tfds image-classific
                 "dataset (features image and label; prepared in --data_dir)")
 # A tfds name, with an optional config and version: "oxford_flowers102", "cifar10:3.0.2".
 _TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?")
-
-
-def default_recipe(dataset):
-    """The recipe a dataset trains with when --recipe is not given."""
-    return DATASETS.get(dataset, TFDS_RECIPE)
-AUGMENTATIONS = ("senet", "lightweight", "cifar", "none")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-OPTIMIZERS = ("sgd", "adamw", "rmsprop")
-SCHEDULES = ("step", "cosine")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 CONFIG_FILE = "config.json"
 # The trainer's --export names and the file (or folder) each writes in --model_dir.
@@ -41,85 +42,209 @@ EXPORT_FILES = {"weights": "final.weights.h5", "keras": "final.keras",
 DEFAULT_EXPORTS = ("weights", "keras", "saved_model")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run, naming the field (flag) at fault."""
+def default_recipe(dataset):
+    """The recipe a dataset trains with when --recipe is not given."""
+    return DATASETS.get(dataset, TFDS_RECIPE)
 
 
-@dataclasses.dataclass
+def _ascending_epochs(v):
+    return all(x >= 0 for x in v) and list(v) == sorted(v)
+
+
+def _crop_range(v):
+    return len(v) == 2 and 0 < v[0] <= v[1] <= 1
+
+
+def _tfds_name(v):
+    return bool(_TFDS_NAME.fullmatch(v or ""))
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelOptions:
     """The network: a registry name, its initial weights and how its layers run."""
 
-    name: str = "sknet26"
-    weights: Optional[str] = None  # None, "imagenet" or a weights file (fine-tuning)
-    num_classes: Optional[int] = None  # None: the dataset's
-    sync_bn: bool = False
-    rematerialize: bool = False
+    name: str = setting("sknet26", "Registry model name.", flag="model", evaluate=True)
+    weights: Optional[str] = setting(
+        None, "Initial weights: 'imagenet' or a weights file (training: every layer but the "
+        "classifier, which is re-created for the dataset's classes; evaluation: the whole "
+        "model).", evaluate=True)
+    num_classes: Optional[int] = setting(None, "Classifier size (default: the dataset's).",
+                                         check=at_least(2))
+    sync_bn: bool = setting(False, "Synchronize BN batch statistics across replicas.")
+    rematerialize: bool = setting(False, "Recompute each SK unit in the backward (less "
+                                  "memory, slower steps).")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Dataset, resolution, normalization and augmentation."""
 
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    image_size: int = 32
-    normalization: Optional[str] = None  # None: the weights' own (preprocessing_mode)
-    augment: str = "none"
-    crop_area: Tuple[float, float] = (0.08, 1.0)  # random-crop area range (senet, lightweight)
-    rotation: float = 10.0
-    pixel_jitter: float = 20.0
-    randaugment_magnitude: float = 0.0
-    randaugment_ops: int = 2
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    crop_fraction: float = 0.875  # evaluation: centre crop of the resized image
-    eval_interpolation: str = "bicubic"
-    on_bad_image: str = "skip"
-    shuffle_buffer: int = 10_000
+    dataset: str = setting("digits", f"Dataset: {DATASET_HELP}.", evaluate=True,
+                           check=(_tfds_name, f"a dataset name: {DATASET_HELP}"))
+    data_dir: Optional[str] = setting(None, "tfds data_dir, or the image_folder root.",
+                                      evaluate=True)
+    image_size: int = setting(32, "Training and evaluation resolution.", check=at_least(32))
+    eval_image_sizes: Tuple[int, ...] = setting(
+        (), "Evaluation resolutions of an evaluation (default: image_size).",
+        flag="image_sizes", check=each_at_least(32), evaluate=True)
+    normalization: Optional[str] = setting(
+        None, "Input normalization (default: the weights' own).", evaluate=True,
+        choices=("torch", "caffe", "senet", "tf"))
+    augment: str = setting("none", "Training augmentation.",
+                           choices=("senet", "lightweight", "cifar", "none"))
+    crop_area: Tuple[float, float] = setting(
+        (0.08, 1.0), "Random-crop area range (senet, lightweight), e.g. 0.25,1.",
+        check=(_crop_range, "two fractions 0 < low <= high <= 1"))
+    rotation: float = setting(10.0, "Random rotation range in degrees (SENet: 10).",
+                              check=at_least(0))
+    pixel_jitter: float = setting(20.0, "Random per-channel shift range (SENet: 20).",
+                                  check=at_least(0))
+    randaugment_magnitude: float = setting(
+        0.0, "keras-cv RandAugment magnitude (0: off; its draws are not replayed exactly on "
+        "resume).", check=within(0, 1))
+    randaugment_ops: int = setting(2, "RandAugment operations per image.", check=at_least(1))
+    mixup_alpha: float = setting(0.0, "MixUp alpha (0: off).", check=at_least(0))
+    cutmix_alpha: float = setting(0.0, "CutMix alpha (0: off).", check=at_least(0))
+    crop_fraction: float = setting(0.875, "Evaluation: centre crop of the resized image "
+                                   "(0.875: 224 from 256).", check=(lambda v: 0 < v <= 1,
+                                                                    "in (0, 1]"),
+                                   evaluate=True)
+    eval_interpolation: str = setting("bicubic", "Evaluation resize method.",
+                                      flag="interpolation", choices=("bicubic", "bilinear"),
+                                      evaluate=True)
+    on_bad_image: str = setting("skip", "Corrupt images: skip (named, counted) or stop the "
+                                "run.", choices=("skip", "stop"))
+    shuffle_buffer: int = setting(10_000, "Training shuffle buffer (examples).",
+                                  check=at_least(1))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """Optimizer, learning-rate schedule and regularization."""
 
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    reference_batch_size: int = 256  # learning_rate is for this batch; scaled linearly
-    schedule: str = "step"
-    warmup_epochs: float = 0.0
-    decay_epochs: float = 30.0  # step schedule: ×decay_rate every decay_epochs ...
-    milestones: Tuple[float, ...] = ()  # ... or at these epochs
-    decay_rate: float = 0.1
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    backbone_lr_multiplier: float = 1.0  # fine-tuning: the pretrained part learns slower
-    freeze_backbone_epochs: float = 0.0  # fine-tuning: train only the new head first
+    optimizer: str = setting("sgd", "Optimizer (SGD and RMSprop with momentum 0.9).",
+                             choices=("sgd", "adamw", "rmsprop"))
+    learning_rate: float = setting(0.1, "Learning rate for reference_batch_size, scaled "
+                                   "linearly with batch_size.", check=above(0))
+    reference_batch_size: int = setting(256, "The batch size learning_rate is stated for.",
+                                        check=at_least(1))
+    schedule: str = setting("step", "Learning-rate schedule.", flag="lr_schedule",
+                            choices=("step", "cosine"))
+    warmup_epochs: float = setting(0.0, "Linear warmup epochs.", check=at_least(0))
+    decay_epochs: float = setting(30.0, "Step schedule: epochs between decays.",
+                                  check=above(0))
+    milestones: Tuple[float, ...] = setting(
+        (), "Step schedule: the epochs of the decays instead, e.g. 150,225.",
+        flag="lr_milestones", check=(_ascending_epochs, "ascending epochs >= 0"))
+    decay_rate: float = setting(0.1, "Step schedule: factor of each decay.", check=above(0))
+    weight_decay: float = setting(1e-4, "Weight decay (not on BN or biases).",
+                                  check=at_least(0))
+    label_smoothing: float = setting(0.1, "Label smoothing.", check=within(0, 1, False))
+    backbone_lr_multiplier: float = setting(
+        1.0, "Fine-tuning: learning-rate factor of the pretrained layers (the new classifier "
+        "gets the full rate).", check=at_least(0))
+    freeze_backbone_epochs: float = setting(
+        0.0, "Fine-tuning: epochs during which only the new classifier trains.",
+        check=at_least(0))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how the steps run."""
 
-    strategy: str = "default"
-    cpu_replicas: int = 1
-    tpu: Optional[str] = None
-    precision: Optional[str] = None  # None: bfloat16 on CPU / TPU, float16 on GPU
-    jit_compile: bool = False
+    strategy: str = setting("default", "tf.distribute strategy.", choices=STRATEGIES)
+    cpu_replicas: int = setting(1, "Split the CPU into N logical devices (replicas).",
+                                check=at_least(1))
+    tpu: Optional[str] = setting(None, "TPU address (strategy tpu).")
+    precision: Optional[str] = setting(
+        None, "Precision (default: float16 on a GPU, bfloat16 on a TPU or a CPU with native "
+        "bfloat16, float32 elsewhere).", flag="mixed_precision", choices=tuple(PRECISIONS),
+        evaluate=True)
+    jit_compile: bool = setting(False, "XLA-compile the per-replica forward/backward.")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
     """How long, how big, and how often to checkpoint."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    steps_per_epoch: Optional[int] = None  # None: train examples // batch size
-    max_steps: Optional[int] = None
-    steps_per_loop: int = 50
-    seed: int = 0
+    epochs: int = setting(10, "Epochs.", check=at_least(1))
+    batch_size: int = setting(64, "Global batch size.", check=at_least(1), evaluate=True)
+    steps_per_epoch: Optional[int] = setting(None, "Steps per epoch (default: training "
+                                             "examples // batch size).", check=at_least(1))
+    max_steps: Optional[int] = setting(None, "Stop after this many steps in all.",
+                                       check=at_least(1))
+    steps_per_loop: int = setting(50, "Steps per tf.function call (and per checkpoint).",
+                                  check=at_least(1))
+    seed: int = setting(0, "Random seed (weights, data order, augmentation).")
 
 
-@dataclasses.dataclass
+SECTIONS = {"model": ModelOptions, "data": DataConfig, "optimizer": OptimizerConfig,
+            "runtime": RuntimeConfig, "schedule": ScheduleConfig}
+
+
+def _field_types(cls):
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+# "section.field" -> (dataclasses.Field, type)
+FIELDS = {f"{section}.{name}": spec for section, cls in SECTIONS.items()
+          for name, spec in _field_types(cls).items()}
+
+
+def short_flag(dotted):
+    """The short command-line name of a field: its `flag`, else its own name."""
+    field = FIELDS[dotted][0]
+    return field.metadata["flag"] or field.name
+
+
+def locate(key):
+    """"section.field" for a dotted key, a field's unique bare name or its short flag."""
+    if key in FIELDS:
+        return key
+    owners = [d for d in FIELDS if d.split(".")[1] == key or short_flag(d) == key]
+    if len(owners) == 1:
+        return owners[0]
+    raise ConfigError(key, "no such setting" + (f"; did you mean {' or '.join(owners)}?"
+                                                if owners else ""))
+
+
+def coerce(dotted, value):
+    """`value` as the field's type, or ConfigError naming the field and what it expects."""
+    return settings.coerce(dotted, FIELDS[dotted][1], value)
+
+
+def _check(dotted, value):
+    """The field's own requirement, as a ConfigError, or None."""
+    return settings.check(dotted, *FIELDS[dotted], value)
+
+
+# Rules between settings: (fields they concern, the first named in errors; holds; message).
+RULES = [
+    (("runtime.cpu_replicas", "runtime.strategy"),
+     lambda c: c.runtime.cpu_replicas == 1 or c.runtime.strategy in (
+         "mirrored", "multi_worker_mirrored"),
+     lambda c: f"{c.runtime.cpu_replicas} replicas need runtime.strategy mirrored or "
+               f"multi_worker_mirrored; got {c.runtime.strategy}"),
+    (("runtime.jit_compile", "model.sync_bn"),
+     lambda c: not (c.runtime.jit_compile and c.model.sync_bn),
+     lambda c: "cannot be combined with model.sync_bn (synchronized BN all-reduces inside "
+               "the XLA-compiled per-replica step)"),
+    (("data.dataset", "data.data_dir"),
+     lambda c: c.data.dataset != "image_folder" or bool(c.data.data_dir),
+     lambda c: "image_folder needs data.data_dir (the folder holding train/<class>/* and "
+               "validation/<class>/*)"),
+    (("runtime.tpu", "runtime.strategy"),
+     lambda c: c.runtime.strategy != "tpu" or bool(c.runtime.tpu) or "TPU_NAME" in os.environ,
+     lambda c: "runtime.strategy tpu needs the TPU's address (or TPU_NAME)"),
+    (("optimizer.backbone_lr_multiplier", "runtime.precision"),
+     lambda c: c.optimizer.backbone_lr_multiplier == 1.0 or c.runtime.precision != "float16",
+     lambda c: "needs runtime.precision bfloat16 or float32 (float16 loss scaling covers one "
+               "optimizer)"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     recipe: str = "digits"
     model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
@@ -133,100 +258,65 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of `to_dict`; unknown keys are an error (a config from another version)."""
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            if field.name not in d:
-                continue
-            value = d[field.name]
-            if field.name != "recipe":
-                sub = {f.name: f for f in dataclasses.fields(SECTIONS[field.name])}
-                unknown = sorted(set(value) - set(sub))
-                if unknown:
-                    raise ConfigError(f"unknown {field.name} settings {unknown}")
-                value = SECTIONS[field.name](**{
-                    k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-            kwargs[field.name] = value
+        """Inverse of `to_dict`, every value checked against its field's type; unknown keys
+        are an error (a config from another version)."""
+        if not isinstance(d, dict):
+            raise ConfigError("config", f"a mapping of sections expected; got {type(d).__name__}")
+        unknown = sorted(set(d) - set(SECTIONS) - {"recipe"})
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown section; expected {', '.join(SECTIONS)}")
+        kwargs = {"recipe": d["recipe"]} if "recipe" in d else {}
+        if not isinstance(kwargs.get("recipe", ""), str):
+            raise ConfigError("recipe", f"a string expected; got {kwargs['recipe']!r}")
+        for section, section_cls in SECTIONS.items():
+            values = d.get(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(section, f"a mapping expected; got {values!r}")
+            names = {f.name for f in dataclasses.fields(section_cls)}
+            for key in values:
+                if key not in names:
+                    raise ConfigError(f"{section}.{key}", "no such setting")
+            kwargs[section] = section_cls(**{k: coerce(f"{section}.{k}", v)
+                                             for k, v in values.items()})
         return cls(**kwargs)
 
     def override(self, **changes):
-        """A copy with `section.field` (or unique bare field name) values replaced."""
-        config = ExperimentConfig.from_dict(self.to_dict())
+        """A copy with settings replaced; keys are "section.field" (or, as keyword
+        arguments, a field's unique bare name or short flag); values are coerced to the
+        field's type."""
+        d = self.to_dict()
         for key, value in changes.items():
-            section, name = _locate(key)
-            setattr(getattr(config, section), name, value)
-        return config
+            if key == "recipe":
+                d["recipe"] = value
+                continue
+            section, name = locate(key).split(".")
+            d[section][name] = value
+        return ExperimentConfig.from_dict(d)
+
+    def get(self, dotted):
+        section, name = dotted.split(".")
+        return getattr(getattr(self, section), name)
 
     @property
     def precision_policy(self):
         return PRECISIONS[self.runtime.precision or "float32"]
 
+    @property
+    def eval_sizes(self):
+        """The resolutions an evaluation measures."""
+        return self.data.eval_image_sizes or (self.data.image_size,)
+
     def validate(self):
-        """Raise ConfigError naming the flag of the first setting that cannot work."""
-        d, o, r, s = self.data, self.optimizer, self.runtime, self.schedule
-        checks = [
-            (bool(_TFDS_NAME.fullmatch(d.dataset or "")), "dataset",
-             f"{d.dataset!r} is not a dataset name; expected {DATASET_HELP}"),
-            (d.augment in AUGMENTATIONS, "augment", f"expected one of {AUGMENTATIONS}"),
-            (d.image_size >= 32, "image_size", f"must be >= 32; got {d.image_size}"),
-            (s.epochs >= 1, "epochs", f"must be >= 1; got {s.epochs}"),
-            (s.batch_size >= 1, "batch_size", f"must be >= 1; got {s.batch_size}"),
-            (s.steps_per_epoch is None or s.steps_per_epoch >= 1, "steps_per_epoch",
-             f"must be >= 1; got {s.steps_per_epoch}"),
-            (s.max_steps is None or s.max_steps >= 1, "max_steps",
-             f"must be >= 1; got {s.max_steps}"),
-            (s.steps_per_loop >= 1, "steps_per_loop", f"must be >= 1; got {s.steps_per_loop}"),
-            (o.learning_rate > 0, "learning_rate", f"must be > 0; got {o.learning_rate}"),
-            (o.optimizer in OPTIMIZERS, "optimizer", f"expected one of {OPTIMIZERS}"),
-            (o.schedule in SCHEDULES, "lr_schedule", f"expected one of {SCHEDULES}"),
-            (0 <= o.label_smoothing < 1, "label_smoothing",
-             f"must be in [0, 1); got {o.label_smoothing}"),
-            (o.weight_decay >= 0, "weight_decay", f"must be >= 0; got {o.weight_decay}"),
-            (o.backbone_lr_multiplier >= 0, "backbone_lr_multiplier",
-             f"must be >= 0; got {o.backbone_lr_multiplier}"),
-            (o.freeze_backbone_epochs >= 0, "freeze_backbone_epochs",
-             f"must be >= 0; got {o.freeze_backbone_epochs}"),
-            (0 <= d.randaugment_magnitude <= 1, "randaugment_magnitude",
-             f"must be in [0, 1]; got {d.randaugment_magnitude}"),
-            (0 < d.crop_fraction <= 1, "crop_fraction", f"must be in (0, 1]; got "
-                                                       f"{d.crop_fraction}"),
-            (r.strategy in STRATEGIES, "strategy", f"expected one of {STRATEGIES}"),
-            (r.cpu_replicas >= 1, "cpu_replicas", f"must be >= 1; got {r.cpu_replicas}"),
-            (r.precision in (None, *PRECISIONS), "mixed_precision",
-             f"expected one of {tuple(PRECISIONS)}"),
-            (not (r.cpu_replicas > 1 and r.strategy in ("default", "one_device", "tpu")),
-             "cpu_replicas", f"--cpu_replicas={r.cpu_replicas} needs --strategy=mirrored or "
-                             f"multi_worker_mirrored (got --strategy={r.strategy})"),
-            (not (r.jit_compile and self.model.sync_bn), "jit_compile",
-             "--jit_compile and --sync_bn cannot be combined (synchronized BN all-reduces "
-             "inside the XLA-compiled per-replica step)"),
-            (not (d.dataset == "image_folder" and not d.data_dir), "data_dir",
-             "--dataset=image_folder needs --data_dir"),
-            (not (r.strategy == "tpu" and not r.tpu and "TPU_NAME" not in os.environ), "tpu",
-             "--strategy=tpu needs --tpu (or TPU_NAME)"),
-        ]
-        for ok, flag, message in checks:
-            if not ok:
-                raise ConfigError(message if message.startswith("--") else
-                                  f"--{flag}: {message}")
+        """Raise ConfigError naming the field of the first setting that cannot work: each
+        field's own requirement, then the rules between fields. Returns self."""
+        for dotted in FIELDS:
+            error = _check(dotted, self.get(dotted))
+            if error:
+                raise error
+        for fields, holds, message in RULES:
+            if not holds(self):
+                raise ConfigError(fields[0], message(self))
         return self
-
-
-SECTIONS = {"model": ModelOptions, "data": DataConfig, "optimizer": OptimizerConfig,
-            "runtime": RuntimeConfig, "schedule": ScheduleConfig}
-
-
-def _locate(key):
-    if "." in key:
-        section, name = key.split(".", 1)
-        if section in SECTIONS and name in {f.name for f in dataclasses.fields(SECTIONS[section])}:
-            return section, name
-    else:
-        owners = [s for s, cls in SECTIONS.items()
-                  if key in {f.name for f in dataclasses.fields(cls)}]
-        if len(owners) == 1:
-            return owners[0], key
-    raise ConfigError(f"unknown setting {key!r}")
 
 
 def _recipe(name, **changes):
@@ -262,14 +352,12 @@ RECIPES = {
 
 
 def recipe(name, dataset=None):
-    """A fresh copy of a named recipe, optionally for another dataset."""
+    """A named recipe, optionally for another dataset."""
     if name not in RECIPES:
-        raise ConfigError(f"--recipe: unknown recipe {name!r}; expected one of "
-                          f"{', '.join(sorted(RECIPES))}")
-    config = RECIPES[name].override()
-    if dataset is not None:
-        config.data.dataset = dataset
-    return config
+        raise ConfigError("recipe", f"unknown recipe {name!r}; expected one of "
+                                    f"{', '.join(sorted(RECIPES))}")
+    config = RECIPES[name]
+    return config if dataset is None else config.override(dataset=dataset)
 
 
 def write_config(config, model_dir):
@@ -283,29 +371,25 @@ def write_config(config, model_dir):
     return path
 
 
-def read_config(model_dir):
-    """The ExperimentConfig a trainer wrote into `model_dir`, or None if there is none."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
+def load_config_file(path):
+    """The ExperimentConfig in a JSON file (a run's config.json), or ConfigError naming it."""
     try:
         with open(path) as f:
             return ExperimentConfig.from_dict(json.load(f))
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
         # ValueError: bad JSON or UTF-8, and ConfigError; RecursionError: deep nesting.
-        raise ConfigError(f"{path} is not a readable run configuration: "
-                          f"{type(e).__name__}: {str(e)[:200]}") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:200]
+        raise ConfigError("config_file", f"{path} is not a readable run configuration: "
+                                         f"{type(e).__name__}: {why}") from None
 
 
-def differences(old, new, prefix=""):
+def read_config(model_dir):
+    """The ExperimentConfig a trainer wrote into `model_dir`, or None if there is none."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    return load_config_file(path) if os.path.isfile(path) else None
+
+
+def differences(old, new):
     """[(dotted field, old value, new value)] between two configs."""
-    a, b = old.to_dict(), new.to_dict()
-    out = []
-    for section in a:
-        if isinstance(a[section], dict):
-            for k in a[section]:
-                if a[section][k] != b[section].get(k):
-                    out.append((f"{section}.{k}", a[section][k], b[section][k]))
-        elif a[section] != b[section]:
-            out.append((section, a[section], b[section]))
-    return out
+    return [(d, old.get(d), new.get(d)) for d in FIELDS if old.get(d) != new.get(d)] + (
+        [("recipe", old.recipe, new.recipe)] if old.recipe != new.recipe else [])

@@ -1,8 +1,10 @@
 """`python -m sknet_keras.trainers.evaluate`: top-1 / top-5 of a training run or weights file.
 
-`--model_dir=DIR` evaluates a trainer run's latest checkpoint with the run's own model,
-dataset, image size and normalization (from `DIR/config.json`); flags given override them,
-with a note. `--weights=FILE|imagenet` evaluates weights with the flags' settings.
+`--model_dir=DIR` evaluates a trainer run's newest readable checkpoint with the run's own
+model, dataset, image size and normalization (from `DIR/config.json`); flags given override
+them, with a note. `--weights=FILE|imagenet` evaluates weights with the flags' settings.
+Both go through `experiment.run_experiment(config, "eval")`, as the trainer's --mode=eval;
+the flags are the config's evaluation settings (short and dotted, as the trainer's).
 
 ImageNet protocol of the papers and timm: resize the shorter side to size / crop_fraction,
 centre crop (224 from 256; also 320), the interpolation of the weights, the model's own
@@ -15,134 +17,111 @@ import os
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
-from sknet_keras.trainers import run_files
-from sknet_keras.trainers.configs import DATASET_HELP, PRECISIONS, default_recipe, recipe
-from sknet_keras.trainers.evaluation import evaluate  # noqa: F401 (the command's function)
-from sknet_keras.weights.files import not_a_weights_file
+from sknet_keras.trainers import config_flags
+from sknet_keras.trainers.configs import ConfigError, default_recipe, read_config, recipe
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its latest checkpoint "
-                    "and its config.json.")
-flags.DEFINE_string("checkpoint_dir", None, "Alias of --model_dir.")
-flags.DEFINE_string("weights", None, "Weights file, or 'imagenet'.")
-flags.DEFINE_string("model", None, "Registry model name (default: the run's, else sknet50).")
-flags.DEFINE_string("dataset", None, f"Dataset (default: the run's, else imagenet2012): "
-                    f"{DATASET_HELP}.")
-flags.DEFINE_string("data_dir", None, "tfds data_dir, or the image_folder root.")
-flags.DEFINE_list("image_sizes", None, "Evaluation resolutions (default: the run's, else "
-                  "224,320 on ImageNet, else the dataset's recipe's).")
-flags.DEFINE_float("crop_fraction", None, "Centre-crop fraction (default: the weights', else "
-                   "0.875: 224 from 256).")
-flags.DEFINE_enum("interpolation", None, ["bicubic", "bilinear"], "Resize method (default: "
-                  "the weights', else bicubic).")
-flags.DEFINE_enum("normalization", None, ["torch", "caffe", "senet", "tf"], "Input "
-                  "normalization (default: the run's, else the weights').")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS), "Precision.")
-flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+# What an evaluation changes of a run's settings unless told otherwise: float32, one device,
+# batches of 64, no training-only layer options.
+EVALUATION = dict(precision="float32", batch_size=64, strategy="default", cpu_replicas=1,
+                  tpu=None, jit_compile=False, sync_bn=False, rematerialize=False,
+                  weights=None)
 
 
-def resolve(flag_values):
-    """(ExperimentConfig, image sizes, model_dir) from the flags and the run's config.json."""
-    from sknet_keras.presets import evaluation_defaults
-    from sknet_keras.registry import get_model_config
-    from sknet_keras.trainers.configs import ExperimentConfig, read_config
+def define_flags(flag_values=FLAGS):
+    config_flags.define(flag_values, __name__, evaluation=True)
+    args = dict(flag_values=flag_values, module_name=__name__, allow_override=True)
+    flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its newest readable "
+                        "checkpoint and its config.json.", **args)
+    if "checkpoint_dir" not in flag_values:
+        flags.DEFINE_alias("checkpoint_dir", "model_dir", flag_values=flag_values,
+                           module_name=__name__)
+    flags.DEFINE_string("output", None, "Optional JSON file for the results.", **args)
 
-    f = flag_values
-    model_dir = f.model_dir or f.checkpoint_dir
-    if f.model_dir and f.checkpoint_dir and f.model_dir != f.checkpoint_dir:
-        raise cli.UsageError("--model_dir and --checkpoint_dir name different runs")
+
+def base_config(f, given):
+    """The config the flags override: the run's (`--model_dir`), else the dataset's recipe
+    with sknet50 on imagenet2012 as defaults. Returns (config, run config or None)."""
+    model_dir = f.model_dir
     run = read_config(model_dir) if model_dir else None
     if model_dir and run is None:
         if not os.path.isdir(model_dir):
             raise cli.UsageError(f"--model_dir: {model_dir} does not exist")
-        if f.model is None or f.dataset is None or f.image_sizes is None:
+        if not {"model.name", "data.dataset", "data.eval_image_sizes"} <= set(given):
             raise cli.UsageError(
                 f"{model_dir} has no config.json (a run of an older version?): give --model, "
                 "--dataset and --image_sizes")
-    if f.weights not in (None, "imagenet") and not os.path.isfile(f.weights):
-        raise cli.UsageError(f"--weights: {not_a_weights_file(f.weights)}")
-    if f.weights not in (None, "imagenet"):
-        problem = run_files.check_against_its_run(f.weights)
-        if problem:
-            raise cli.UsageError(f"--weights: {problem}")
-    if run is None:
-        config = ExperimentConfig()
-        config.model.name = f.model or "sknet50"
-        config.data.dataset = f.dataset or "imagenet2012"
-        if config.data.dataset == "imagenet2012":
-            sizes = [224, 320]
-        else:  # the resolution the dataset's recipe trains at
-            name = default_recipe(config.data.dataset)
-            sizes = [recipe(name).data.image_size]
-            if f.image_sizes is None:
-                print(f"note: evaluating at {sizes[0]}x{sizes[0]}, the {name} recipe's size "
-                      "(--image_sizes to change it)")
+    if run is not None:
+        return run.override(**EVALUATION), run
+    dataset = given.get("data.dataset", (None, "imagenet2012"))[1]
+    return recipe(default_recipe(dataset), dataset).override(model="sknet50",
+                                                             **EVALUATION), None
+
+
+def resolve(f):
+    """(config, model_dir) from the flags and the run's config.json, with notes."""
+    from sknet_keras.presets import evaluation_defaults
+
+    if f.model_dir and f.weights:
+        raise cli.UsageError("give one of --model_dir and --weights")
+    if not f.model_dir and not f.weights:
+        raise cli.UsageError("give a run's --model_dir, or --weights (a file or imagenet)")
+    given = config_flags.given(f)
+    base, run = base_config(f, given)
+    config, flag_names = config_flags.config_from_flags(f, base=base)
+    # Flags the evaluation gives itself (batch size, precision) are not the user's.
+    flag_names = {d: n for d, n in flag_names.items() if d in given}
+    if run is not None:
+        for dotted in given:
+            old = run.eval_sizes if dotted == "data.eval_image_sizes" else run.get(dotted)
+            if config.get(dotted) != old and dotted not in (
+                    "schedule.batch_size", "runtime.precision"):
+                print(f"note: --{flag_names[dotted]}={_shown(config.get(dotted))} overrides the "
+                      f"run's {dotted}={_shown(old)}")
+        if run.runtime.precision != config.runtime.precision:
+            print(f"note: evaluating in {config.runtime.precision}; the run trained and "
+                  f"evaluated in {run.runtime.precision} (--mixed_precision="
+                  f"{run.runtime.precision} reproduces its result.json)")
     else:
-        config, sizes = ExperimentConfig.from_dict(run.to_dict()), [run.data.image_size]
-        for flag, field in (("model", "model.name"), ("dataset", "data.dataset"),
-                            ("data_dir", "data.data_dir"),
-                            ("normalization", "data.normalization")):
-            value, (section, name) = f[flag].value, field.split(".")
-            if value is not None and value != getattr(getattr(config, section), name):
-                print(f"note: --{flag}={value} overrides the run's {field}="
-                      f"{getattr(getattr(config, section), name)!r}")
-                setattr(getattr(config, section), name, value)
-        if f.image_sizes is not None:
-            print(f"note: --image_sizes={','.join(f.image_sizes)} overrides the run's "
-                  f"image size {run.data.image_size}")
-    try:
-        model_config = get_model_config(config.model.name)
-    except ValueError as e:
-        raise cli.UsageError(f"--model: {e}") from None
-    if run is not None and model_config.name != run.model.name:
-        raise cli.UsageError(f"{model_dir} holds a {run.model.name} run; its checkpoint "
-                             f"cannot be evaluated as {model_config.name}")
-    if f.image_sizes is not None:
-        try:
-            sizes = [int(s) for s in f.image_sizes]
-        except ValueError:
-            raise cli.UsageError(f"--image_sizes: integers expected; got {f.image_sizes}") \
-                from None
-    if any(s < 32 for s in sizes):
-        raise cli.UsageError(f"--image_sizes must be >= 32; got {sizes}")
-    if f.normalization is not None and run is None:
-        config.data.normalization = f.normalization
-    crop, interpolation = evaluation_defaults(model_config.name if f.weights == "imagenet"
-                                              else None)
-    config.data.crop_fraction = f.crop_fraction or (
-        config.data.crop_fraction if run is not None else crop)
-    config.data.eval_interpolation = f.interpolation or (
-        config.data.eval_interpolation if run is not None else interpolation)
-    return config, sizes, model_dir
+        changes = {}
+        if "data.eval_image_sizes" not in given:
+            if config.data.dataset == "imagenet2012":
+                changes["eval_image_sizes"] = (224, 320)
+            else:
+                size = config.data.image_size
+                print(f"note: evaluating at {size}x{size}, the {config.recipe} recipe's size "
+                      "(--image_sizes to change it)")
+        crop, interpolation = evaluation_defaults(
+            config.model.name if config.model.weights == "imagenet" else None)
+        if "data.crop_fraction" not in given:
+            changes["crop_fraction"] = crop
+        if "data.eval_interpolation" not in given:
+            changes["eval_interpolation"] = interpolation
+        config = config.override(**changes)
+    return config, flag_names
 
 
-def main(argv):
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def main(argv, flag_values=FLAGS):
     del argv
-    from sknet_keras.trainers import datasets
+    from sknet_keras.trainers.experiment import run_experiment
 
-    config, sizes, model_dir = resolve(FLAGS)
-    run_precision = config.runtime.precision if model_dir else None
-    if run_precision and run_precision != FLAGS.mixed_precision:
-        print(f"note: evaluating in {FLAGS.mixed_precision}; the run trained and evaluated in "
-              f"{run_precision} (--mixed_precision={run_precision} reproduces its "
-              "result.json)")
-    spec_classes = datasets.load_spec(config.data.dataset, config.data.data_dir).num_classes
-    if config.model.num_classes not in (None, spec_classes):
-        raise cli.UsageError(
-            f"the run's model has {config.model.num_classes} classes, {config.data.dataset} "
-            f"has {spec_classes}: evaluate it on its own dataset")
-    results = evaluate(config, sizes, FLAGS.weights, model_dir, FLAGS.batch_size,
-                       FLAGS.mixed_precision)
-    for size, r in results.items():
-        print(f"{config.model.name} {config.data.dataset} {size}x{size}: top-1 "
-              f"{100 * r['top1']:.2f} %, top-5 {100 * r['top5']:.2f} % ({r['examples']} images)")
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
+    flag_names = {}
+    try:
+        config, flag_names = resolve(flag_values)
+        results = run_experiment(config, "eval", flag_values.model_dir)
+    except ConfigError as e:
+        raise cli.UsageError(config_flags.describe(e, flag_names)) from None
+    if flag_values.output:
+        with open(flag_values.output, "w") as f:
             json.dump({str(k): v for k, v in results.items()}, f, indent=2)
 
 
 def run():
+    define_flags()
     cli.run(main, "sknet_keras.trainers.evaluate")
 
 

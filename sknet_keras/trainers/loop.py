@@ -68,9 +68,6 @@ class Trainer:
         schedule = task.config.schedule
         self.global_batch_size = schedule.batch_size
         self.steps_per_loop = schedule.steps_per_loop
-        if self.global_batch_size % strategy.num_replicas_in_sync:
-            raise DataError(f"--batch_size={self.global_batch_size} must be divisible by the "
-                            f"{strategy.num_replicas_in_sync} replicas")
 
         with strategy.scope():
             self.model = task.build_model()
@@ -106,15 +103,15 @@ class Trainer:
         # Only a separate function when XLA-compiled: a nested tf.function cannot hold the
         # cross-replica synchronization of synchronized BN.
         self._frozen = None
-        self._set_frozen(task.backbone_frozen(self.step))
+        self._set_frozen(*task.trainable_phase(self.step))
         self._moving_stats = [w for w in self.model.non_trainable_weights
                               if w.path.endswith(("moving_mean", "moving_variance"))]
         self._average_stats = (strategy.num_replicas_in_sync > 1
                                and not task.config.model.sync_bn)
 
-    def _set_frozen(self, frozen):
-        """Freeze / unfreeze the pretrained layers (fine-tuning); (re)trace the step
-        functions, whose variable lists change with it."""
+    def _set_frozen(self, frozen, until=None):
+        """Apply the task's trainable phase (fine-tuning: the pretrained layers frozen until
+        step `until`); (re)trace the step functions, whose variable lists change with it."""
         if frozen == self._frozen:
             return
         if self._frozen is not None or frozen:
@@ -122,7 +119,7 @@ class Trainer:
             # Mid-epoch (unfreezing), the progress bar's line is still open: end it first.
             self.log(("\n" if not frozen and self.step else "")
                      + f"step {self.step}: the pretrained layers are "
-                     + (f"frozen until step {self.task.freeze_steps}" if frozen else
+                     + (f"frozen until step {until}" if frozen else
                         "unfrozen"))
         self._frozen = frozen
         self._forward_backward = None
@@ -284,10 +281,10 @@ class Trainer:
                 # from a stop midway through one.
                 steps = min(self.steps_per_loop - done % self.steps_per_loop,
                             steps_this_epoch - done)
-                if self.task.freeze_steps:
-                    self._set_frozen(self.task.backbone_frozen(self.step))
-                    if self.step < self.task.freeze_steps:  # stop the loop where it thaws
-                        steps = min(steps, self.task.freeze_steps - self.step)
+                frozen, until = self.task.trainable_phase(self.step)
+                self._set_frozen(frozen, until)
+                if until is not None:  # the loop ends where the phase does
+                    steps = min(steps, until - self.step)
                 start = time.perf_counter()
                 ran = self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
                 elapsed = time.perf_counter() - start

@@ -14,13 +14,15 @@ import numpy as np
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras.trainers.configs import FIELDS
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "image_folder root (default: synthetic JPEGs).")
 flags.DEFINE_integer("images", 512, "Synthetic images to write.")
 flags.DEFINE_integer("image_size", 224, "Output resolution.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("batches", 30, "Batches to time (after 3 warm-up batches).")
-flags.DEFINE_enum("augment", "senet", ["senet", "lightweight", "cifar", "none"],
+flags.DEFINE_enum("augment", "senet", list(FIELDS["data.augment"][0].metadata["choices"]),
                   "Augmentation recipe.")
 
 

@@ -37,6 +37,6 @@ def choose(requested, strategy_name):
         why = ("this CPU has no native bfloat16 (no avx512_bf16 / amx_bf16 flag)"
                if not kernel_support.cpu_native_bfloat16() else
                "TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0)")
-        raise ValueError(f"--mixed_precision=bfloat16: {why}, so TensorFlow has no bfloat16 "
+        raise ValueError(f"bfloat16: {why}, so TensorFlow has no bfloat16 "
                          f"kernels to train with here ({kernels}); use float32")
     return requested, f"as requested ({kernels})"

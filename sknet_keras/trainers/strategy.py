@@ -5,9 +5,6 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-
-
 def split_cpu(replicas):
     """Expose the CPU as `replicas` logical devices (before TensorFlow initializes devices)."""
     cpus = tf.config.list_physical_devices("CPU")
@@ -19,20 +16,17 @@ def split_cpu(replicas):
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
     except RuntimeError as e:
         raise ValueError(
-            f"--cpu_replicas={replicas} must be set before TensorFlow initializes its devices "
+            f"{replicas} CPU replicas must be set before TensorFlow initializes its devices "
             f"({e})") from None
 
 
 def make_strategy(name="default", cpu_replicas=1, tpu_address=None):
-    """Build the `tf.distribute.Strategy` named `name` (see STRATEGIES)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"--strategy: unknown strategy {name!r}; expected one of {STRATEGIES}")
-    if cpu_replicas < 1:
-        raise ValueError(f"--cpu_replicas must be >= 1; got {cpu_replicas}")
+    """Build the `tf.distribute.Strategy` named `name` (configs.STRATEGIES; the config
+    checks the names and the replica count)."""
     if name == "multi_worker_mirrored":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker_mirrored needs the TF_CONFIG environment "
-                             "variable (cluster and task of this worker)")
+            raise ValueError("multi_worker_mirrored needs the TF_CONFIG environment variable "
+                             "(cluster and task of this worker)")
         json.loads(os.environ["TF_CONFIG"])  # fail here, clearly, on malformed JSON
         if cpu_replicas > 1:
             split_cpu(cpu_replicas)
@@ -51,6 +45,8 @@ def make_strategy(name="default", cpu_replicas=1, tpu_address=None):
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name != "mirrored":
+        raise ValueError(f"unknown strategy {name!r}")
     if gpus:
         if len(gpus) > len(tf.config.list_physical_devices("GPU")):
             # Logical GPUs split from one device: NCCL refuses two ranks on one GPU.

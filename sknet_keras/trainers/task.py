@@ -23,26 +23,19 @@ class ClassificationTask:
     """A registry model trained with softmax cross-entropy on a `DataSpec`."""
 
     def __init__(self, config, spec):
+        """`config`: resolved (`experiment.resolve`): its classes are the dataset's."""
         self.config = config
         self.spec = spec
         self.num_classes = config.model.num_classes or spec.num_classes
-        if self.num_classes != spec.num_classes:
-            raise ConfigError(f"the model has {self.num_classes} classes but {spec.name} has "
-                              f"{spec.num_classes}")
         self.normalization = config.data.normalization or preprocessing_mode(config.model.name)
         batch = config.schedule.batch_size
-        self.steps_per_epoch = config.schedule.steps_per_epoch or spec.train_examples // batch
-        if self.steps_per_epoch < 1:
-            raise ConfigError(f"--batch_size={batch} exceeds the {spec.train_examples} "
-                              "training examples")
+        self.steps_per_epoch = max(1, config.schedule.steps_per_epoch
+                                   or spec.train_examples // batch)
         self.total_steps = (config.schedule.max_steps
                             or config.schedule.epochs * self.steps_per_epoch)
         o = config.optimizer
         self.freeze_steps = round(o.freeze_backbone_epochs * self.steps_per_epoch)
         self.split_optimizers = o.backbone_lr_multiplier != 1.0
-        if self.split_optimizers and config.runtime.precision == "float16":
-            raise ConfigError("--backbone_lr_multiplier needs --mixed_precision=bfloat16 or "
-                              "float32 (float16 loss scaling covers one optimizer)")
 
     # --- what is trained -----------------------------------------------------------------
 
@@ -56,24 +49,29 @@ class ClassificationTask:
             model = build_model(c.model.name, input_shape=(size, size, 3),
                                 classes=self.num_classes, classifier_activation=None)
         if c.model.weights:
-            self.load_pretrained(model)
+            self.load_weights(model, c.model.weights, skip=(HEAD_PREFIX,))
         return model
 
-    def load_pretrained(self, model):
-        """Fine-tuning: every weight but the classifier from `--weights`; the classifier is
-        new (this dataset's classes)."""
-        weights = self.config.model.weights
+    def load_weights(self, model, weights, skip=()):
+        """`weights` ('imagenet' or a weights file) into `model`, but the layers under the
+        `skip` prefixes (fine-tuning: the classifier, new for this dataset's classes)."""
         if weights == "imagenet":
-            load_imagenet_weights(model, self.config.model.name, skip=(HEAD_PREFIX,))
+            load_imagenet_weights(model, self.config.model.name, skip=skip)
             return
         if not is_sknet_weights_file(weights):
-            raise ConfigError(f"--weights: {weights!r} is not a weights file written by "
+            raise ConfigError("model.weights", f"{weights!r} is not a weights file written by "
                               "sknet_keras (final.weights.h5 of a run, or a converted file)")
         tensors, _ = read_weights(weights)
-        assign_checked(model, tensors, weights, skip=(HEAD_PREFIX,))
+        assign_checked(model, tensors, weights, skip=skip)
 
-    def backbone_frozen(self, step):
-        return step < self.freeze_steps
+    # --- fine-tuning: which layers train when --------------------------------------------
+
+    def trainable_phase(self, step):
+        """(backbone frozen at `step`, the step at which that changes, or None): the loop
+        ends its loops there and re-traces its step for the new variable list."""
+        if step < self.freeze_steps:
+            return True, self.freeze_steps
+        return False, None
 
     @staticmethod
     def set_backbone_trainable(model, trainable):
