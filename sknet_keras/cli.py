@@ -4,11 +4,9 @@
   and exit status 2, not absl's usage dump or a traceback.
 - The training and evaluation commands (`sknet_keras.trainers.train` / `.evaluate`,
   `sknet-train`) run TensorFlow's oneDNN CPU kernels where the user has not set
-  `TF_ENABLE_ONEDNN_OPTS`. TensorFlow turns them on itself only on AVX-512 CPUs; on the AVX2
-  CPU measured (docs/performance.md) a training step at batch 64 was 5.5× faster with them
-  (SKNet-26, 32×32: 0.92 s against 5.05 s; Keras' ResNet50 1.12 s against 5.75 s). They
-  train and evaluate in batches, where oneDNN's per-call cost (seen at batch 1) does not
-  matter. The variable only acts before TensorFlow is imported, which is why the commands
+  `TF_ENABLE_ONEDNN_OPTS`. TensorFlow turns them on itself only on AVX-512 CPUs; on an AVX2
+  CPU they made the training step several times faster (docs/performance.md). The commands
+  train and evaluate in batches, where oneDNN's per-call cost (at batch 1) does not matter. The variable only acts before TensorFlow is imported, which is why the commands
   choose and the library cannot. The other commands leave the kernels as TensorFlow picks.
 - TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.

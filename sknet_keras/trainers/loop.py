@@ -1,7 +1,7 @@
 """The generic loop: runs a task's steps under a strategy, checkpoints, summarizes, evaluates.
 
 A custom loop over `strategy.run` in the TF Model Garden / Orbit style. Why not `model.fit`:
-measured here with TF 2.21 / Keras 3.15, `fit` fails under MultiWorkerMirroredStrategy
+with TF 2.21 / Keras 3.15, `fit` fails under MultiWorkerMirroredStrategy
 (keras-team/keras#20585), cannot XLA-compile a step under MirroredStrategy with two replicas
 (the whole `strategy.run` is compiled and reaches the other replica's variables), and
 `BackupAndRestore` resumes at the start of the interrupted epoch, not at the step. Here:

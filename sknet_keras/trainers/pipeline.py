@@ -2,9 +2,9 @@
 
 Images are read encoded (`tfds.decode.SkipDecoding`) and decoded here, so the training crop
 is fused with JPEG decoding (`decode_and_crop_jpeg` decodes only the crop), and so a corrupt
-file can be reported by name. `tf.image` ops are used for augmentation: `sample_distorted_bounding_box` measured several
-times faster than keras-cv's RandomCropAndResize (docs/performance.md), and the rotation is
-one `ImageProjectiveTransformV3` per image.
+file can be reported by name. `tf.image` ops are used for augmentation: `sample_distorted_bounding_box` is faster than
+keras-cv's RandomCropAndResize (docs/performance.md), and the rotation is one
+`ImageProjectiveTransformV3` per image.
 
 Every random draw is stateless, seeded by (seed, epoch, input pipeline, position in the
 epoch): an epoch's batches are a pure function of those, so a run resumed mid-epoch sees
@@ -226,10 +226,9 @@ def decode_each(ds, prepare, placeholder, on_bad_image="skip", counter=None):
     say which one failed. The images are decoded by a parallel, ordered `map`; the names of
     the images in flight wait in a hash table keyed by position, and a sequential `scan`
     after the map sees which positions never arrived (a truncated file, dropped by its
-    framing, or a decoding error). A last marker flushes failures at the end. On the
-    pipeline benchmark (3,072 JPEGs, one epoch, 2 cores) this ran at 559 images/s against
-    579 for the plain map that could not name failures; decoding each image in a dataset
-    of its own, the other way to catch a failure per image, ran at 270–547.
+    framing, or a decoding error). A last marker flushes failures at the end. It runs
+    about as fast as the plain map that cannot name failures, and faster than decoding each
+    image in a dataset of its own (docs/performance.md, "Input pipeline").
     """
     table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="")
 
