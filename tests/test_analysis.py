@@ -97,6 +97,7 @@ def folder_run(tmp_path_factory):
 
 # --- numbers -------------------------------------------------------------------------------
 
+@pytest.mark.large
 def test_summary_equals_numpy_per_image_per_class_and_overall(folder_run):
     summary, settings = folder_run["summary"], folder_run["summary"]["settings"]
     assert (settings["normalization"], settings["image_size"], settings["crop_fraction"],
@@ -134,6 +135,7 @@ def test_summary_equals_numpy_per_image_per_class_and_overall(folder_run):
     assert summary["overall"]["images"] == 7
 
 
+@pytest.mark.large
 def test_csv_and_npz_hold_the_summary(folder_run):
     import csv
 
@@ -212,6 +214,7 @@ def test_enlarged_file_is_the_rounded_enlargement_and_scale_one_the_trainer_inpu
 
 # --- figures -------------------------------------------------------------------------------
 
+@pytest.mark.large
 def test_figures_are_pngs_of_the_expected_size(folder_run):
     from matplotlib import image as mpimg
 
@@ -307,6 +310,7 @@ def test_bad_requests_fail_in_one_line_with_status_2(folder_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.large
 def test_unreadable_images_are_named_and_skipped(folder_run, tmp_path):
     root = tmp_path / "images"
     write_folder(str(root))

@@ -220,6 +220,7 @@ def test_full_size_layouts_match_the_release_prototxts(name):
         assert model.get_layer("top_dropout").rate == pytest.approx(0.2)
 
 
+@pytest.mark.large
 def test_parameter_counts_equal_the_published_models():
     # Trainable parameters of the released networks (SENet / timm legacy_* model cards).
     expected = {"seresnet50": 28_088_024, "seresnet101": 49_326_872,
@@ -305,6 +306,7 @@ LEGACY_TIMM_FACTS = {
 }
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", sorted(LEGACY_TIMM_FACTS))
 def test_timm_legacy_senet_names_and_shapes(name):
     model = build_model(name)

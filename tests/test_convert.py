@@ -168,6 +168,7 @@ def test_preprocessing_modes_and_the_caffe_sknet101_layout():
     assert get_model_config("sknet101_caffe").sk.stage_attn_channels == (None, 16, None, None)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("model_name,keys", [
     ("resnext50", {"layer1.0.conv2.weight": (128, 4, 3, 3), "layer1.0.bn2.running_var": (128,),
                    "layer2.0.downsample.0.weight": (512, 256, 1, 1), "fc.weight": (1000, 2048)}),

@@ -190,6 +190,7 @@ def test_rematerialized_training_equals_reference(strides, graph, rng):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.large
 def test_rematerialized_model_trains_like_reference(rng):
     """`set_rematerialize` on a whole model: one `train_on_batch` (Keras' compiled train
     step, SGD momentum) gives the same loss, weights and BN moving statistics."""

@@ -252,6 +252,7 @@ def release(tmp_path_factory):
     return path, blobs
 
 
+@pytest.mark.large
 def test_converted_release_gives_caffes_logits(release, tmp_path, monkeypatch):
     """224 and 227 (pool1 runs off the edge at both; 227's 57×57 map is odd) with the
     classifier; a negative control with Keras' AVE divisor misses by far more than 1e-4."""

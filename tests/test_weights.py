@@ -482,6 +482,7 @@ def _pretrained_file(tmp_path):
     return {w.path: w.numpy() for w in source.weights}, path
 
 
+@pytest.mark.large
 def test_finetuning_starts_from_the_file_with_a_new_head_and_freezes_then_thaws(tmp_path):
     file_values, path = _pretrained_file(tmp_path)
     keras.utils.set_random_seed(0)
@@ -504,6 +505,7 @@ def test_finetuning_starts_from_the_file_with_a_new_head_and_freezes_then_thaws(
     assert len(moved) == len(backbone), "every backbone variable trains once thawed"
 
 
+@pytest.mark.large
 def test_backbone_learning_rate_multiplier(tmp_path):
     """After one SGD step from the same start on the same batch, the backbone moved
     `multiplier` times as far as with the full rate; the head the same."""
