@@ -16,7 +16,17 @@ backbone as their image encoder (`keras_hub.models.RetinaNetBackbone`,
 `DeepLabV3Backbone`), as they take keras-hub's ResNet.
 """
 
-from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbone,
+import sys
+
+# `python -m sknet_keras.hub` imports this package (and so keras-hub and TensorFlow) before
+# its __main__ runs: only then is the commands' quiet start-up (sknet_keras.cli) taken here.
+# A plain `import sknet_keras.hub` changes nothing.
+_argv = getattr(sys, "orig_argv", [])
+if sys.argv[:1] == ["-m"] and "-m" in _argv[:-1] and \
+        _argv[_argv.index("-m") + 1] == "sknet_keras.hub":
+    import sknet_keras.cli  # noqa: F401
+
+from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbone,  # noqa: E402
                                     SEBNInceptionImageClassifier,
                                     SEBNInceptionImageClassifierPreprocessor,
                                     SEBNInceptionImageConverter, ShuffleNetV2Backbone,
@@ -25,7 +35,7 @@ from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbon
                                     ShuffleNetV2ImageConverter, SKNetBackbone,
                                     SKNetImageClassifier, SKNetImageClassifierPreprocessor,
                                     SKNetImageConverter, converter_normalization)
-from sknet_keras.hub.building import backbone, copy_weights, image_classifier
+from sknet_keras.hub.building import backbone, copy_weights, image_classifier  # noqa: E402
 
 __all__ = [
     "backbone", "image_classifier", "copy_weights", "converter_normalization",
