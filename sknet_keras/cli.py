@@ -6,8 +6,9 @@
   `sknet-train`) run TensorFlow's oneDNN CPU kernels where the user has not set
   `TF_ENABLE_ONEDNN_OPTS`. TensorFlow turns them on itself only on AVX-512 CPUs; on an AVX2
   CPU they made the training step several times faster (docs/performance.md). The commands
-  train and evaluate in batches, where oneDNN's per-call cost (at batch 1) does not matter. The variable only acts before TensorFlow is imported, which is why the commands
-  choose and the library cannot. The other commands leave the kernels as TensorFlow picks.
+  train and evaluate in batches, where oneDNN's per-call cost (at batch 1) does not matter.
+  The variable only acts before TensorFlow is imported, which is why the commands choose
+  and the library cannot. The other commands leave the kernels as TensorFlow picks.
 - TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
 """

@@ -244,6 +244,18 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
                            ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
                            capsys)
     assert other[0] == 2 and "holds a run of --model='mini_sknet'" in other[2]
+    # The trainer's --mode=eval takes the run's own settings (no --model needed), noting
+    # what the flags change; its figure is the evaluator's in the same precision.
+    again = run_in_process("sknet_keras.trainers.train", [
+        "--mode=eval", f"--model_dir={model_dir}", "--image_sizes=40"], capsys)
+    assert again[0] == 0, again[2]
+    assert "note: data.eval_image_sizes was () in" in again[1]
+    precision = json.load(open(os.path.join(model_dir, "config.json")))["runtime"]["precision"]
+    same = run_in_process("sknet_keras.trainers.evaluate", [
+        f"--model_dir={model_dir}", "--image_sizes=40", f"--mixed_precision={precision}"],
+        capsys)
+    line = [l for l in again[1].splitlines() if l.startswith("mini_sknet digits 40x40")]
+    assert line and line[0] in same[1], (again[1], same[1])
 
 
 def test_evaluate_of_a_weights_file_defaults_to_the_datasets_resolution(tmp_path):

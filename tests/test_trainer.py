@@ -52,14 +52,26 @@ def jpeg_bytes(rng, h=40, w=48):
 
 # --- command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("script,flag", [("sknet-train", "--learning_rate"),
-                                         ("sknet-keras", "--models")])
+@pytest.mark.parametrize("script,flag", [
+    ("sknet-train", "--learning_rate"), ("sknet-keras", "--models"),
+    ("-m sknet_keras.trainers.train", "--learning_rate"),
+    ("-m sknet_keras.trainers.evaluate", "--image_sizes")])
 def test_console_scripts_describe_their_flags(script, flag):
-    path = os.path.join(os.path.dirname(sys.executable), script)
-    if not os.path.exists(path):
-        pytest.skip(f"{script} is not installed beside {sys.executable}")
-    proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
+    """--help lists the command's own flags (not the dotted --config. forms: --helpfull),
+    as a console script and as `python -m`."""
+    if script.startswith("-m"):
+        cmd = [sys.executable] + script.split()
+    else:
+        cmd = [os.path.join(os.path.dirname(sys.executable), script)]
+        if not os.path.exists(cmd[0]):
+            pytest.skip(f"{script} is not installed beside {sys.executable}")
+    proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
     assert f"  {flag}" in proc.stdout and "USAGE" not in proc.stdout, proc.stdout[-2000:]
+    assert "  --config." not in proc.stdout
+    if "trainers.train" in script:
+        full = subprocess.run(cmd + ["--helpfull"], capture_output=True, text=True,
+                              timeout=120).stdout
+        assert "  --learning_rate" in full and "  --config.optimizer.learning_rate" in full
 
 
 def test_missing_cifar_fails_fast_saying_what_to_download(tmp_path, monkeypatch):

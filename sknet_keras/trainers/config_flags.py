@@ -13,12 +13,14 @@ one set by `--batch_size` as that, one from a file or the recipe by its field na
 
 import json
 import re
+import sys
 import typing
 
 from absl import flags
 
-from sknet_keras.trainers.configs import (FIELDS, RECIPES, ConfigError, default_recipe, locate,
-                                          load_config_file, recipe, short_flag)
+from sknet_keras.trainers.configs import (FIELDS, RECIPES, SECTIONS, ConfigError,
+                                          default_recipe, load_config_file, locate, recipe,
+                                          short_flag)
 
 DOTTED_PREFIX = "config."
 # The dotted flags are registered under this module: `--help` lists the short ones and the
@@ -42,6 +44,12 @@ def _define(flag_values, name, dotted, module_name, help_suffix=""):
         define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(kind,
                                                                            flags.DEFINE_string)
         define(name, None, help, **args)
+
+
+def defining_module(name):
+    """The module name absl files a command's flags under: for `python -m`, whose module is
+    `__main__`, the script's path (what absl's --help lists as the main module)."""
+    return sys.argv[0] if name == "__main__" else name
 
 
 def define(flag_values, module_name, evaluation=False):
@@ -68,7 +76,8 @@ def define(flag_values, module_name, evaluation=False):
 
 
 def parse_params_override(text):
-    """{dotted field: value} from --params_override's JSON or `a.b=v,c.d=w` text."""
+    """{dotted field: value} from --params_override's JSON (nested sections, or dotted keys)
+    or `section.field=value,...` text (values as JSON where they parse, else strings)."""
     text = (text or "").strip()
     if not text:
         return {}
@@ -79,10 +88,12 @@ def parse_params_override(text):
             raise ConfigError("params_override", f"not valid JSON: {e}") from None
         return dict(_flatten(tree))
     out = {}
-    for item in re.split(r",(?=[\w.]+=)", text):  # commas inside a list value stay
+    # Split before each `key=`; commas inside a list value (crop_area=0.25,1) stay.
+    for item in re.split(r",\s*(?=[A-Za-z_][\w.]*\s*=)", text.strip(" ,")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError("params_override", f"expected field=value; got {item!r}")
+            raise ConfigError("params_override", f"expected section.field=value; got {item!r}")
+        value = value.strip().rstrip(",").strip()
         try:
             value = json.loads(value)
         except ValueError:
@@ -92,13 +103,22 @@ def parse_params_override(text):
 
 
 def _field(key):
+    """A params_override key: "section.field" exactly (Model Garden's full path)."""
+    if key in FIELDS:
+        return key
+    if key in SECTIONS:
+        raise ConfigError("params_override", f"{key!r} is a section, not a setting (e.g. "
+                                             f"{next(d for d in FIELDS if d.startswith(key))})")
     try:
-        return locate(key)
-    except ConfigError as e:
-        raise ConfigError("params_override", f"{key}: {e.message}") from None
+        dotted = locate(key)
+    except ConfigError:
+        raise ConfigError("params_override", f"{key!r}: no such setting") from None
+    raise ConfigError("params_override", f"{key!r}: no such setting; did you mean {dotted!r}?")
 
 
 def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        raise ConfigError("params_override", f"a JSON object expected; got {tree!r}")
     for key, value in tree.items():
         if isinstance(value, dict):
             yield from _flatten(value, f"{prefix}{key}.")
@@ -107,46 +127,69 @@ def _flatten(tree, prefix=""):
 
 
 def given(flag_values):
-    """{dotted field: (flag name as given, value)} for the config flags on the command line;
-    a field given both ways takes the dotted flag's value."""
+    """{dotted field: (flag name as given, value)} for the config flags on the command line.
+    A field set by both its short and its dotted flag is refused."""
     out = {}
     for dotted in FIELDS:
-        for name in (short_flag(dotted), DOTTED_PREFIX + dotted):
-            if name in flag_values and flag_values[name].present:
-                out[dotted] = (name, flag_values[name].value)
+        names = [n for n in (short_flag(dotted), DOTTED_PREFIX + dotted)
+                 if n in flag_values and flag_values[n].present]
+        if len(names) > 1:
+            raise ConfigError(dotted, f"given twice, as --{names[0]} and --{names[1]}: give "
+                                      "one")
+        if names:
+            out[dotted] = (names[0], flag_values[names[0]].value)
     return out
 
 
 def config_from_flags(flag_values, base=None):
-    """(config, {dotted field: flag name}) from the parsed flags over `base` (default: the
-    recipe the flags name, else the dataset's). Not yet validated or resolved
-    (`experiment.resolve` does both, once)."""
+    """(config, sources) from the parsed flags over `base` (default: the recipe the flags
+    name, else the dataset's). `sources`: {dotted field: how the user gave it}, for
+    `describe`. Not yet validated or resolved (`experiment.resolve` does both, once)."""
     on_command_line = given(flag_values)
-    from_file = (load_config_file(flag_values["config_file"].value).to_dict()
-                 if flag_values["config_file"].value else None)
+    path = flag_values["config_file"].value
+    if path and "recipe" in flag_values and flag_values["recipe"].present:
+        raise ConfigError("recipe", "--config_file holds every setting (and its recipe's "
+                                    "name): give one of them")
+    from_file = load_config_file(path) if path else None
     overrides = parse_params_override(flag_values["params_override"].value)
     if base is None:
         dataset = on_command_line.get("data.dataset", (None, overrides.get(
-            "data.dataset", (from_file or {}).get("data", {}).get("dataset", "digits"))))[1]
+            "data.dataset", from_file.data.dataset if from_file else "digits")))[1]
         name = flag_values["recipe"].value if "recipe" in flag_values else None
         base = recipe(name or default_recipe(dataset), dataset)
-    config = base
+    config, sources = from_file or base, {}
     if from_file:
-        config = config.override(**{d: from_file[d.split(".")[0]][d.split(".")[1]]
-                                    for d in FIELDS}, recipe=from_file["recipe"])
-    config = config.override(**overrides)
-    config = config.override(**{d: value for d, (_, value) in on_command_line.items()})
-    return config, {d: name for d, (name, _) in on_command_line.items()}
+        sources.update({d: f"--config_file: {path}: {d}" for d in FIELDS
+                        if from_file.get(d) != base.get(d)})
+    for changes, source in (
+            (overrides, lambda d: f"--params_override: {d}"),
+            ({d: v for d, (_, v) in on_command_line.items()},
+             lambda d: f"--{on_command_line[d][0]}")):
+        for dotted, value in changes.items():
+            try:
+                config = config.override(**{dotted: value})
+            except ConfigError as e:
+                raise ConfigError(e.field, e.message, source(dotted)) from None
+            sources[dotted] = source(dotted)
+    return config, sources
 
 
-def describe(error, flag_names):
-    """A ConfigError in the words of the command line: each field named by the flag that set
-    it (`flag_names`), else by its short flag."""
-    def spelled(dotted):
-        return "--" + flag_names.get(dotted, short_flag(dotted))
+def describe(error, sources):
+    """A ConfigError in the words of the command line: the setting at fault as the user gave
+    it (`sources`, from `config_from_flags`), other settings by the flag that sets them."""
+    def flag(dotted):
+        given_as = sources.get(dotted, "")
+        return given_as if given_as.startswith("--") and ":" not in given_as else \
+            "--" + short_flag(dotted)
 
-    message = re.sub(r"\b(model|data|optimizer|runtime|schedule)\.[a-z_0-9]+\b",
-                     lambda m: spelled(m.group(0)) if m.group(0) in FIELDS else m.group(0),
-                     error.message)
-    field = spelled(error.field) if error.field in FIELDS else f"--{error.field}"
-    return f"{field}: {message}"
+    what, got = error.message, ""
+    if "; got " in what:  # the value quoted stays as written
+        what, got = what.split("; got ", 1)
+        got = "; got " + got
+    # Bare field names only: not inside quotes or a flag (--config.data.dataset).
+    if error.field in FIELDS:  # (not in what a file or --params_override says of itself)
+        what = re.sub(r"(?<![\w.'-])(model|data|optimizer|runtime|schedule)\.[a-z_0-9]+\b(?!')",
+                      lambda m: flag(m.group(0)) if m.group(0) in FIELDS else m.group(0), what)
+    head = error.source or sources.get(error.field) or (
+        flag(error.field) if error.field in FIELDS else f"--{error.field}")
+    return f"{head}: {what}{got}"

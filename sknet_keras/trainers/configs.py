@@ -136,7 +136,8 @@ class OptimizerConfig:
     milestones: Tuple[float, ...] = setting(
         (), "Step schedule: the epochs of the decays instead, e.g. 150,225.",
         flag="lr_milestones", check=(_ascending_epochs, "ascending epochs >= 0"))
-    decay_rate: float = setting(0.1, "Step schedule: factor of each decay.", check=above(0))
+    decay_rate: float = setting(0.1, "Step schedule: factor of each decay.",
+                                check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     weight_decay: float = setting(1e-4, "Weight decay (not on BN or biases).",
                                   check=at_least(0))
     label_smoothing: float = setting(0.1, "Label smoothing.", check=within(0, 1, False))
@@ -209,16 +210,6 @@ def locate(key):
                                                 if owners else ""))
 
 
-def coerce(dotted, value):
-    """`value` as the field's type, or ConfigError naming the field and what it expects."""
-    return settings.coerce(dotted, FIELDS[dotted][1], value)
-
-
-def _check(dotted, value):
-    """The field's own requirement, as a ConfigError, or None."""
-    return settings.check(dotted, *FIELDS[dotted], value)
-
-
 # Rules between settings: (fields they concern, the first named in errors; holds; message).
 RULES = [
     (("runtime.cpu_replicas", "runtime.strategy"),
@@ -237,6 +228,15 @@ RULES = [
     (("runtime.tpu", "runtime.strategy"),
      lambda c: c.runtime.strategy != "tpu" or bool(c.runtime.tpu) or "TPU_NAME" in os.environ,
      lambda c: "runtime.strategy tpu needs the TPU's address (or TPU_NAME)"),
+    (("optimizer.freeze_backbone_epochs", "model.weights"),
+     lambda c: not c.optimizer.freeze_backbone_epochs or c.model.weights is not None,
+     lambda c: "fine-tuning needs model.weights (a pretrained backbone to freeze)"),
+    (("optimizer.backbone_lr_multiplier", "model.weights"),
+     lambda c: c.optimizer.backbone_lr_multiplier == 1.0 or c.model.weights is not None,
+     lambda c: "fine-tuning needs model.weights (a pretrained backbone)"),
+    (("runtime.tpu", "runtime.strategy"),
+     lambda c: c.runtime.tpu is None or c.runtime.strategy == "tpu",
+     lambda c: f"only runtime.strategy tpu uses a TPU address; got {c.runtime.strategy}"),
     (("optimizer.backbone_lr_multiplier", "runtime.precision"),
      lambda c: c.optimizer.backbone_lr_multiplier == 1.0 or c.runtime.precision != "float16",
      lambda c: "needs runtime.precision bfloat16 or float32 (float16 loss scaling covers one "
@@ -276,7 +276,8 @@ class ExperimentConfig:
             for key in values:
                 if key not in names:
                     raise ConfigError(f"{section}.{key}", "no such setting")
-            kwargs[section] = section_cls(**{k: coerce(f"{section}.{k}", v)
+            kwargs[section] = section_cls(**{k: settings.coerce(f"{section}.{k}",
+                                                                FIELDS[f"{section}.{k}"][1], v)
                                              for k, v in values.items()})
         return cls(**kwargs)
 
@@ -294,8 +295,7 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(d)
 
     def get(self, dotted):
-        section, name = dotted.split(".")
-        return getattr(getattr(self, section), name)
+        return getattr(getattr(self, dotted.split(".")[0]), dotted.split(".")[1])
 
     @property
     def precision_policy(self):
@@ -310,7 +310,7 @@ class ExperimentConfig:
         """Raise ConfigError naming the field of the first setting that cannot work: each
         field's own requirement, then the rules between fields. Returns self."""
         for dotted in FIELDS:
-            error = _check(dotted, self.get(dotted))
+            error = settings.check(dotted, *FIELDS[dotted], self.get(dotted))
             if error:
                 raise error
         for fields, holds, message in RULES:
@@ -371,22 +371,27 @@ def write_config(config, model_dir):
     return path
 
 
-def load_config_file(path):
-    """The ExperimentConfig in a JSON file (a run's config.json), or ConfigError naming it."""
+def load_config_file(path, field="config_file"):
+    """The ExperimentConfig in a JSON file (a run's config.json), or ConfigError naming the
+    file (as `field`) and what is wrong with it."""
     try:
         with open(path) as f:
             return ExperimentConfig.from_dict(json.load(f))
-    except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
-        # ValueError: bad JSON or UTF-8, and ConfigError; RecursionError: deep nesting.
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:200]
-        raise ConfigError("config_file", f"{path} is not a readable run configuration: "
-                                         f"{type(e).__name__}: {why}") from None
+    except ConfigError as e:
+        raise ConfigError(field, f"{path}: {e}") from None
+    except json.JSONDecodeError as e:
+        why = f"not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
+    except OSError as e:
+        why = e.strerror or str(e)
+    except (ValueError, RecursionError) as e:  # not UTF-8; nesting too deep for the parser
+        why = f"not a readable JSON config ({str(e)[:120]})"
+    raise ConfigError(field, f"{path}: {why}")
 
 
 def read_config(model_dir):
     """The ExperimentConfig a trainer wrote into `model_dir`, or None if there is none."""
     path = os.path.join(model_dir, CONFIG_FILE)
-    return load_config_file(path) if os.path.isfile(path) else None
+    return load_config_file(path, "model_dir") if os.path.isfile(path) else None
 
 
 def differences(old, new):

@@ -8,13 +8,14 @@ at run time: a dataset that is not prepared fails at once saying what to fetch.
 """
 
 import dataclasses
+import difflib
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from sknet_keras.extras import require
-from sknet_keras.trainers.configs import DATASET_HELP
+from sknet_keras.trainers.configs import DATASET_HELP, DATASETS
 
 # Where `tfds build` fetches what a dataset is made from, for the not-prepared message.
 SOURCE_URLS = {
@@ -115,8 +116,10 @@ def _tfds_spec(name, data_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"--dataset: no dataset {name!r} in tfds; expected {DATASET_HELP}"
-                        ) from None
+        close = difflib.get_close_matches(name, list(DATASETS) + tfds.list_builders(with_community_datasets=False), n=2)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise DataError(f"--dataset: no dataset {name!r} in tfds{hint}; expected "
+                        f"{DATASET_HELP}") from None
     if not builder.is_prepared():
         where = builder.data_dir
         if name == "imagenet2012":

@@ -19,6 +19,8 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 
 from sknet_keras.trainers import config_flags
 from sknet_keras.trainers.configs import ConfigError, default_recipe, read_config, recipe
+from sknet_keras.registry import list_models
+from sknet_keras.weights.files import model_name_of
 
 FLAGS = flags.FLAGS
 # What an evaluation changes of a run's settings unless told otherwise: float32, one device,
@@ -29,13 +31,15 @@ EVALUATION = dict(precision="float32", batch_size=64, strategy="default", cpu_re
 
 
 def define_flags(flag_values=FLAGS):
-    config_flags.define(flag_values, __name__, evaluation=True)
-    args = dict(flag_values=flag_values, module_name=__name__, allow_override=True)
+    module = config_flags.defining_module(__name__)
+    config_flags.define(flag_values, module, evaluation=True)
+    args = dict(flag_values=flag_values, module_name=module, allow_override=True)
     flags.DEFINE_string("model_dir", None, "A training run's --model_dir: its newest readable "
                         "checkpoint and its config.json.", **args)
-    if "checkpoint_dir" not in flag_values:
-        flags.DEFINE_alias("checkpoint_dir", "model_dir", flag_values=flag_values,
-                           module_name=__name__)
+    if "checkpoint_dir" in flag_values:  # an alias of an earlier --model_dir: renewed
+        delattr(flag_values, "checkpoint_dir")
+    flags.DEFINE_alias("checkpoint_dir", "model_dir", flag_values=flag_values,
+                       module_name=module)
     flags.DEFINE_string("output", None, "Optional JSON file for the results.", **args)
 
 
@@ -46,7 +50,9 @@ def base_config(f, given):
     run = read_config(model_dir) if model_dir else None
     if model_dir and run is None:
         if not os.path.isdir(model_dir):
-            raise cli.UsageError(f"--model_dir: {model_dir} does not exist")
+            raise cli.UsageError(f"--model_dir: {model_dir} " + (
+                "is a file, not a run's folder" if os.path.exists(model_dir) else
+                "does not exist"))
         if not {"model.name", "data.dataset", "data.eval_image_sizes"} <= set(given):
             raise cli.UsageError(
                 f"{model_dir} has no config.json (a run of an older version?): give --model, "
@@ -54,7 +60,14 @@ def base_config(f, given):
     if run is not None:
         return run.override(**EVALUATION), run
     dataset = given.get("data.dataset", (None, "imagenet2012"))[1]
-    return recipe(default_recipe(dataset), dataset).override(model="sknet50",
+    # A weights file of ours names its network: the default model (else sknet50).
+    recorded = model_name_of(f.weights) if f.weights and f.weights != "imagenet" else None
+    if recorded and recorded not in list_models():
+        recorded = None  # a model of the user's own naming
+    if recorded and "model.name" not in given:
+        print(f"note: evaluating {recorded}, the network {f.weights} holds (--model to change "
+              "it)")
+    return recipe(default_recipe(dataset), dataset).override(model=recorded or "sknet50",
                                                              **EVALUATION), None
 
 
@@ -62,8 +75,12 @@ def resolve(f):
     """(config, model_dir) from the flags and the run's config.json, with notes."""
     from sknet_keras.presets import evaluation_defaults
 
+    if f["checkpoint_dir"].present and f["model_dir"].present > f["checkpoint_dir"].present:
+        raise cli.UsageError("--checkpoint_dir is another name of --model_dir: give one")
     if f.model_dir and f.weights:
         raise cli.UsageError("give one of --model_dir and --weights")
+    if f.output and not os.path.isdir(os.path.dirname(os.path.abspath(f.output))):
+        raise cli.UsageError(f"--output: the folder of {f.output} does not exist")
     if not f.model_dir and not f.weights:
         raise cli.UsageError("give a run's --model_dir, or --weights (a file or imagenet)")
     given = config_flags.given(f)
@@ -76,7 +93,7 @@ def resolve(f):
             old = run.eval_sizes if dotted == "data.eval_image_sizes" else run.get(dotted)
             if config.get(dotted) != old and dotted not in (
                     "schedule.batch_size", "runtime.precision"):
-                print(f"note: --{flag_names[dotted]}={_shown(config.get(dotted))} overrides the "
+                print(f"note: {flag_names[dotted]}={_shown(config.get(dotted))} overrides the "
                       f"run's {dotted}={_shown(old)}")
         if run.runtime.precision != config.runtime.precision:
             print(f"note: evaluating in {config.runtime.precision}; the run trained and "
@@ -112,7 +129,7 @@ def main(argv, flag_values=FLAGS):
     flag_names = {}
     try:
         config, flag_names = resolve(flag_values)
-        results = run_experiment(config, "eval", flag_values.model_dir)
+        results = run_experiment(config, "eval", flag_values.model_dir, notes=False)
     except ConfigError as e:
         raise cli.UsageError(config_flags.describe(e, flag_names)) from None
     if flag_values.output:

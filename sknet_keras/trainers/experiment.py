@@ -80,12 +80,14 @@ def resolve(config, log=print):
     return Experiment(config, spec, strategy)
 
 
-def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log=print):
+def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log=print,
+                   notes=True):
     """mode "train": train `config` in `model_dir` (resuming it; a finished run is checked and
     its exports redone where damaged), evaluate, write `exports` (EXPORT_FILES names) and
     result.json; returns the result. mode "eval": top-1 / top-5 of `model_dir`'s newest
     readable checkpoint, or else of `config.model.weights`, at `config.eval_sizes`; writes
-    nothing; returns {size: {"top1", "top5", "examples"}}."""
+    nothing; returns {size: {"top1", "top5", "examples"}}. `notes`: log each setting that
+    differs from the run's config.json."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}; got {mode!r}")
     unknown = [e for e in exports if e not in EXPORT_FILES]
@@ -93,17 +95,22 @@ def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log
         raise ValueError(f"exports: unknown {unknown}; expected any of {list(EXPORT_FILES)}")
     if mode == "train" and not model_dir:
         raise ConfigError("model_dir", "training needs a model_dir")
+    if model_dir and os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ConfigError("model_dir", f"{model_dir} is a file, not a folder")
+    if mode == "train" and not resume and model_dir and checkpoints.candidates(model_dir):
+        raise ConfigError("resume", f"{model_dir} holds a run's checkpoints: a run that does "
+                          "not resume needs a new or empty model_dir (nothing was changed)")
     if mode == "eval" and not model_dir and not config.model.weights:
         raise ConfigError("model.weights", "an evaluation needs a run's model_dir or weights")
     experiment = resolve(config, log)
     if model_dir and resume:
-        _check_resumable(experiment.config, model_dir, log, training=mode == "train")
+        _check_resumable(experiment.config, model_dir, log, mode == "train", notes)
     if mode == "eval":
         return _evaluate(experiment, model_dir, log)
     return _train(experiment, model_dir, resume, tuple(exports), log)
 
 
-def _check_resumable(config, model_dir, log, training):
+def _check_resumable(config, model_dir, log, training, notes):
     """Refuse to continue (or evaluate) a run in `model_dir` as another model; note other
     changes."""
     previous = read_config(model_dir)
@@ -114,7 +121,7 @@ def _check_resumable(config, model_dir, log, training):
             raise ConfigError(field, f"{model_dir} holds a run of {field}="
                               f"{previous.get(field)!r}, not {config.get(field)!r}: use "
                               f"another model_dir, or the run's own settings")
-    if training:  # (an evaluation's command notes what it changes)
+    if notes:
         for field, old, new in differences(previous, config):
             log(f"note: {field} was {old!r} in {model_dir}/config.json, now {new!r}")
 
@@ -129,7 +136,10 @@ def _train(experiment, model_dir, resume, formats, log):
 
     config, spec, strategy = experiment.config, experiment.spec, experiment.strategy
     keras.utils.set_random_seed(config.schedule.seed)
-    os.makedirs(model_dir, exist_ok=True)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("model_dir", f"cannot create {model_dir}: {e.strerror or e}") from None
     task = ClassificationTask(config, spec)
     trainer = Trainer(task, strategy, model_dir, resume=resume, log=log)
     log(f"{config.model.name} on {spec.name} ({spec.train_examples} train / "

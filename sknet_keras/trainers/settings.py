@@ -4,6 +4,7 @@ metadata carries its help, command-line name, allowed values and requirement; `c
 error message are derived from these declarations, so a setting is written down once."""
 
 import dataclasses
+import math
 import typing
 
 
@@ -11,10 +12,11 @@ class ConfigError(ValueError):
     """A setting that cannot run, named by its field (`optimizer.learning_rate`); the commands
     name the flag instead (`config_flags.describe`)."""
 
-    def __init__(self, field, message):
+    def __init__(self, field, message, source=None):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.source = source  # how the user gave it, where known (config_flags.describe)
 
 
 def setting(default, help, *, flag=None, choices=None, check=None, evaluate=False):
@@ -78,7 +80,7 @@ def _scalar(name, kind, value):
     elif kind in (int, float) and not isinstance(value, bool):
         try:
             number = float(value) if isinstance(value, str) else value
-            if isinstance(number, (int, float)):
+            if isinstance(number, (int, float)) and math.isfinite(number):
                 if kind is float:
                     return float(number)
                 if float(number).is_integer():
@@ -87,7 +89,8 @@ def _scalar(name, kind, value):
             pass
     elif kind is str and isinstance(value, str):
         return value
-    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    words = {int: "an integer", float: "a finite number", bool: "true or false",
+             str: "a string"}
     raise ConfigError(name, f"{words[kind]} expected; got {value!r}")
 
 

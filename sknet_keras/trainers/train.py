@@ -18,15 +18,16 @@ from sknet_keras import cli
 from absl import flags, logging  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras.trainers import config_flags
-from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES, ConfigError
+from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES, ConfigError, read_config
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
     """The command's flags: the config's (derived from its fields) and the run's own."""
-    config_flags.define(flag_values, __name__)
-    args = dict(flag_values=flag_values, module_name=__name__, allow_override=True)
+    module = config_flags.defining_module(__name__)
+    config_flags.define(flag_values, module)
+    args = dict(flag_values=flag_values, module_name=module, allow_override=True)
     flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, TensorBoard logs, exports, "
                         "config.json and result.json.", **args)
     flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resume if possible, then "
@@ -70,7 +71,9 @@ def main(argv, flag_values=FLAGS):
     created = not os.path.exists(model_dir)
     flag_names = {}
     try:
-        config, flag_names = config_flags.config_from_flags(f)
+        # An evaluation of a run (--mode=eval) starts from the run's own settings.
+        run = read_config(model_dir) if f.mode == "eval" and os.path.isdir(model_dir) else None
+        config, flag_names = config_flags.config_from_flags(f, base=run)
         run_experiment(config, f.mode, model_dir, resume=f.resume, exports=formats,
                        log=_print)
     except Preempted as e:  # not an error: the run's progress is saved

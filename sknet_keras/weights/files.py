@@ -95,6 +95,17 @@ def _network_of(f):
     return json.loads(text) if text is not None else None
 
 
+def model_name_of(path):
+    """The model name a weights file of ours records, or None (not ours, or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            name = f.attrs.get("model")
+    except Exception:  # not HDF5, or damaged: the loader names the problem later
+        return None
+    name = name.decode() if isinstance(name, bytes) else name
+    return str(name) if name else None
+
+
 def is_sknet_weights_file(path):
     """Whether `path` can be read by name: the by-name format, or a Keras file with our
     network attribute."""
