@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from sknet_keras.applications import build_model
-from sknet_keras.trainers.loop import restore_checked
+from sknet_keras.trainers.checkpoints import restore_checked
 
 
 def _x(shape, seed=0):

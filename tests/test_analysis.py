@@ -351,7 +351,7 @@ def assert_same_numbers(got, want, where="summary"):
 
 @pytest.mark.large
 def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path):
-    from sknet_keras.trainers.loop import latest_checkpoint, restore_checked
+    from sknet_keras.trainers.checkpoints import latest_checkpoint, restore_checked
 
     run_dir = tmp_path / "run"
     train = subprocess.run(

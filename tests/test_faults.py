@@ -434,3 +434,26 @@ def test_a_full_disk_during_an_export_leaves_no_partial_file(finished, small_dis
     # Absent, never half written, and no temporary file left behind.
     assert sorted(os.listdir(run_dir)) == sorted(set(os.listdir(finished)) - {
         "final.weights.h5"})
+
+
+# --- float16 loss scaling -------------------------------------------------------------------
+
+def test_float16_overflow_steps_count_as_steps_and_resume_exactly(tmp_path, capsys):
+    """Loss scaling skips the updates of steps whose float16 gradients overflow (the first
+    ones here, from the initial scale 2^15); they still count as steps: each epoch's data
+    once, one evaluation per epoch, checkpoints numbered by the steps run. A run stopped at
+    step 2 and resumed ends with the weights of one run straight to step 4."""
+    import tensorflow as tf
+
+    f16 = dict(precision="float16", steps_per_epoch=2, max_steps=4, steps_per_loop=2)
+    out = train(tmp_path / "straight", capsys, **f16)
+    assert out.count("epoch 1/2") == 1 and out.count("epoch 2/2") == 1, out
+    assert re.findall(r"evaluation at step (\d+)", out) == ["2", "4"], out
+    reader = tf.train.load_checkpoint(ckpt(tmp_path / "straight", 4))
+    iterations = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                  if k.startswith("optimizer/") and "iterations" in k]
+    assert iterations and int(iterations[0]) < 4  # updates were skipped: the case at stake
+    train(tmp_path / "resumed", capsys, **dict(f16, max_steps=2))
+    assert "resumed from" in train(tmp_path / "resumed", capsys, **f16)
+    assert_same_weights(tmp_path / "resumed" / "final.weights.h5",
+                        tmp_path / "straight" / "final.weights.h5")

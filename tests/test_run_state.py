@@ -18,7 +18,7 @@ from command_cases import run_in_process
 from conftest import DATA_DIR
 from sknet_keras.registry import ResNetConfig, SKConfig
 from sknet_keras.trainers import checkpoints
-from sknet_keras.trainers.loop import CheckpointError, restore_checked
+from sknet_keras.trainers.checkpoints import CheckpointError, restore_checked
 from sknet_keras.applications import build_model
 from sknet_keras.weights.files import read_weights, save_weights
 

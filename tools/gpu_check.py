@@ -20,7 +20,7 @@ def split_gpu(replicas=2, memory_mib=8192):
 
 
 def compare(dir_a, dir_b):
-    from sknet_keras.trainers.loop import latest_checkpoint
+    from sknet_keras.trainers.checkpoints import latest_checkpoint
 
     a, b = (tf.train.load_checkpoint(latest_checkpoint(d)) for d in (dir_a, dir_b))
     names = [n for n in a.get_variable_to_shape_map() if "OPTIMIZER_SLOT" not in n
