@@ -21,6 +21,7 @@ from absl import flags
 from sknet_keras.trainers.configs import (FIELDS, RECIPES, SECTIONS, ConfigError,
                                           default_recipe, load_config_file, locate, recipe,
                                           short_flag)
+from sknet_keras.trainers.settings import optional_of
 
 DOTTED_PREFIX = "config."
 # The dotted flags are registered under this module: `--help` lists the short ones and the
@@ -32,8 +33,7 @@ def _define(flag_values, name, dotted, module_name, help_suffix=""):
     field, kind = FIELDS[dotted]
     help = f"{field.metadata['help']} [{dotted}]{help_suffix}"
     args = dict(flag_values=flag_values, module_name=module_name, allow_override=True)
-    if type(None) in typing.get_args(kind):
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    kind = optional_of(kind)[0]
     if field.metadata["choices"]:
         flags.DEFINE_enum(name, None, list(field.metadata["choices"]), help, **args)
     elif kind is bool:
@@ -61,18 +61,16 @@ def define(flag_values, module_name, evaluation=False):
         _define(flag_values, short_flag(dotted), dotted, module_name)
         _define(flag_values, DOTTED_PREFIX + dotted, dotted, _DOTTED_MODULE,
                 f" Same as --{short_flag(dotted)}.")
+    args = dict(flag_values=flag_values, module_name=module_name, allow_override=True)
     if not evaluation:
-        flags.DEFINE_enum("recipe", None, sorted(RECIPES),
-            "Named recipe giving every default (default: the dataset's: imagenet_senet for "
-            "ImageNet, image folders and other tfds datasets, cifar for CIFAR, digits for "
-            "digits).", flag_values=flag_values, module_name=module_name, allow_override=True)
-    flags.DEFINE_string("config_file", None, "A JSON experiment config (a run's "
-                        "config.json): every setting it holds overrides the recipe.",
-                        flag_values=flag_values, module_name=module_name, allow_override=True)
+        flags.DEFINE_enum("recipe", None, sorted(RECIPES), "Named recipe giving every default "
+                          "(default: the dataset's: imagenet_senet for ImageNet, image folders "
+                          "and other tfds datasets, cifar for CIFAR, digits for digits).", **args)
+    flags.DEFINE_string("config_file", None, "A JSON experiment config (a run's config.json): "
+                        "every setting it holds overrides the recipe.", **args)
     flags.DEFINE_string("params_override", None, "Settings by field name, over the recipe and "
                         "--config_file: JSON ('{\"optimizer\": {\"learning_rate\": 0.2}}') or "
-                        "'optimizer.learning_rate=0.2,schedule.epochs=5'.",
-                        flag_values=flag_values, module_name=module_name, allow_override=True)
+                        "'optimizer.learning_rate=0.2,schedule.epochs=5'.", **args)
 
 
 def parse_params_override(text):

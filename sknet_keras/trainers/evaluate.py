@@ -19,6 +19,7 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 
 from sknet_keras.trainers import config_flags
 from sknet_keras.trainers.configs import ConfigError, default_recipe, read_config, recipe
+from sknet_keras.trainers.settings import shown
 from sknet_keras.registry import list_models
 from sknet_keras.weights.files import model_name_of
 
@@ -86,15 +87,13 @@ def resolve(f):
     given = config_flags.given(f)
     base, run = base_config(f, given)
     config, flag_names = config_flags.config_from_flags(f, base=base)
-    # Flags the evaluation gives itself (batch size, precision) are not the user's.
-    flag_names = {d: n for d, n in flag_names.items() if d in given}
     if run is not None:
         for dotted in given:
             old = run.eval_sizes if dotted == "data.eval_image_sizes" else run.get(dotted)
             if config.get(dotted) != old and dotted not in (
                     "schedule.batch_size", "runtime.precision"):
-                print(f"note: {flag_names[dotted]}={_shown(config.get(dotted))} overrides the "
-                      f"run's {dotted}={_shown(old)}")
+                print(f"note: {flag_names[dotted]}={shown(config.get(dotted))} overrides the "
+                      f"run's {dotted}={shown(old)}")
         if run.runtime.precision != config.runtime.precision:
             print(f"note: evaluating in {config.runtime.precision}; the run trained and "
                   f"evaluated in {run.runtime.precision} (--mixed_precision="
@@ -116,10 +115,6 @@ def resolve(f):
             changes["eval_interpolation"] = interpolation
         config = config.override(**changes)
     return config, flag_names
-
-
-def _shown(value):
-    return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
 def main(argv, flag_values=FLAGS):

@@ -106,6 +106,10 @@ def check(name, field, kind, value):
     elif meta["check"] is not None and value is not None:
         ok, requirement = meta["check"]
         if not ok(value):
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            return ConfigError(name, f"must be {requirement}; got {shown}")
+            return ConfigError(name, f"must be {requirement}; got {shown(value)}")
     return None
+
+
+def shown(value):
+    """A setting's value as the command line writes it (lists comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
