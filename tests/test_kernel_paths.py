@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import MINI_SKRESNEXT
 from sknet_keras.applications import build_model
-from sknet_keras.layers import GroupConv2D, group_conv, kernel_support
+from sknet_keras.layers import GroupConv2D, PointwiseConv2D, group_conv, kernel_support
 from sknet_keras.registry import MODELS
 
 pytestmark = pytest.mark.kernels
@@ -50,16 +50,18 @@ def numpy_conv_and_grads(x, w, r, stride, dilation, pad, groups):
     return y, dxp[:, pad:pad + h, pad:pad + wd], dw
 
 
-def paths_this_process_runs(groups, in_channels, dilation):
+def paths_this_process_runs(groups, in_channels, dilation, kernel=3):
     """The formulations that TensorFlow's kernels here can differentiate for this conv."""
     if kernel_support.onednn_enabled() or kernel_support.gpu_available():
-        paths = ["native", "space_to_batch", "depthwise_sum", "split"]
+        paths = ["native", "space_to_batch", "blocked"]
     else:
-        paths = ["space_to_batch"] if groups == 1 else ["depthwise_sum", "split"]
+        paths = ["space_to_batch"] if groups == 1 else ["blocked"]
         if groups == 1 and dilation == 1:
             paths.append("native")
     if in_channels == groups:
         paths.append("depthwise")
+    if kernel == 1 and groups == 1:
+        paths.append("matmul")
     return paths
 
 
@@ -72,20 +74,30 @@ CONVS = [  # kernel, stride, dilation, groups, in/out channels, size
     (3, 2, 1, 16, 16, 9),    # depthwise, strided (ShuffleNetV2)
     (3, 1, 2, 16, 16, 8),    # depthwise, dilated (ShuffleNetV2 + SK)
     (3, 1, 2, 1, 8, 7),      # ungrouped, dilated (SK-ResNet's split-input branch)
-    (5, 1, 1, 2, 32, 8),     # 16 channels per group: the "split" side of the threshold
+    (5, 1, 1, 2, 32, 8),     # 16 channels per group: one group per block
+    (3, 1, 2, 8, 32, 8),     # 4 channels per group: blocks of 4 groups, dilated
+    (3, 2, 1, 6, 36, 9),     # 6 channels per group: 6 groups, blocks of 2 (16 // 6, a divisor)
+    (1, 1, 1, 1, 16, 9),     # the ResNets' 1×1 convs (a matmul on the Eigen kernels)
+    (1, 2, 1, 1, 16, 9),     # their strided shortcut
 ]
 
 
 def _cases():
     for kernel, stride, dilation, groups, channels, size in CONVS:
-        for path in paths_this_process_runs(groups, channels, dilation):
-            yield pytest.param(kernel, stride, dilation, groups, channels, size, path,
-                               id=f"k{kernel}s{stride}d{dilation}g{groups}c{channels}-{path}")
+        for path in paths_this_process_runs(groups, channels, dilation, kernel):
+            # Inference runs dilated convs natively, differentiated through space-to-batch.
+            for training in (True, False) if dilation > 1 else (True,):
+                yield pytest.param(
+                    kernel, stride, dilation, groups, channels, size, path, training,
+                    id=f"k{kernel}s{stride}d{dilation}g{groups}c{channels}-{path}"
+                       + ("" if training else "-inference"))
 
 
-@pytest.mark.parametrize("kernel,stride,dilation,groups,channels,size,path", list(_cases()))
+@pytest.mark.parametrize("kernel,stride,dilation,groups,channels,size,path,training",
+                         list(_cases()))
 def test_conv_path_forward_and_gradients_equal_numpy(kernel, stride, dilation, groups,
-                                                     channels, size, path, rng, monkeypatch):
+                                                     channels, size, path, training, rng,
+                                                     monkeypatch):
     monkeypatch.setattr(group_conv, "conv_path", lambda *args: path)
     x = tf.constant(rng.standard_normal((2, size, size + 1, channels)).astype("float32"))
     layer = GroupConv2D(channels, kernel, strides=stride, dilation_rate=dilation,
@@ -98,7 +110,7 @@ def test_conv_path_forward_and_gradients_equal_numpy(kernel, stride, dilation, g
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x)
+            y = layer(x, training=training)
             loss = tf.reduce_sum(y * r)
         return (y,) + tuple(tape.gradient(loss, [x, layer.kernel]))
 
@@ -109,10 +121,47 @@ def test_conv_path_forward_and_gradients_equal_numpy(kernel, stride, dilation, g
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3, err_msg=f"{path}: {name}")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_pointwise_conv_forward_and_gradients_equal_numpy(stride, training, rng):
+    """The ResNets' 1×1 convs: a matmul when training on the Eigen kernels, a conv otherwise."""
+    x = tf.constant(rng.standard_normal((2, 9, 10, 16)).astype("float32"))
+    layer = PointwiseConv2D(8, strides=stride, use_bias=False)
+    layer.build(x.shape)
+    layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype("float32"))
+    r = rng.standard_normal(layer.compute_output_shape(x.shape)).astype("float32")
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=training) * r)
+        return tuple(tape.gradient(loss, [x, layer.kernel])) + (layer(x, training=training),)
+
+    dx, dw, y = (t.numpy() for t in step(x))
+    want_y, want_dx, want_dw = numpy_conv_and_grads(x.numpy(), layer.kernel.numpy(), r, stride,
+                                                    1, 0, 1)
+    for name, g, w in (("output", y, want_y), ("input gradient", dx, want_dx),
+                       ("kernel gradient", dw, want_dw)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3, err_msg=name)
+    path = group_conv.conv_path(1, 16, (1, 1), "float32", 8, (1, 1), training)
+    eigen = not (kernel_support.onednn_enabled() or kernel_support.gpu_available())
+    assert path == ("matmul" if training and eigen else "native")
+
+
+def test_blocks_hold_whole_groups_up_to_sixteen_input_channels():
+    # (groups, channels per group) -> groups per block: as many as fit 16 channels, a divisor
+    cases = {(32, 4): 4, (32, 8): 2, (32, 16): 1, (32, 32): 1, (64, 2): 8, (6, 6): 2,
+             (3, 5): 3, (2, 4): 2, (5, 4): 1}
+    got = {case: group_conv.blocked_groups(*case) for case in cases}
+    assert got == cases
+
+
 def test_the_chosen_path_is_one_this_process_can_differentiate():
     for kernel, stride, dilation, groups, channels, size in CONVS:
-        chosen = group_conv.conv_path(groups, channels, (dilation, dilation), "float32")
-        assert chosen in paths_this_process_runs(groups, channels, dilation)
+        chosen = group_conv.conv_path(groups, channels, (dilation, dilation), "float32",
+                                      channels, (kernel, kernel))
+        assert chosen in paths_this_process_runs(groups, channels, dilation, kernel)
 
 
 # --- every family: a training step against convolutions made of slices and matmuls ---------
@@ -247,8 +296,9 @@ def test_family_training_step_equals_sliced_convolutions(family, monkeypatch):
     keras.backend.clear_session()
     real = group_conv._tf_conv
 
-    def reference(path, *args):
-        return sliced_conv(*args)
+    def reference(path, x, kernel, groups, strides, dilation, padding, kernel_size,
+                  training=True):
+        return sliced_conv(x, kernel, groups, strides, dilation, padding, kernel_size)
 
     monkeypatch.setattr(group_conv, "_tf_conv", reference)
     want = one_training_step(config)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sknet_keras.layers import GroupConv2D, SelectiveKernel, SqueezeExcite
+from sknet_keras.layers import GroupConv2D, PointwiseConv2D, SelectiveKernel, SqueezeExcite
 
 
 def reference_conv(x, w, stride, dilation, pad, groups):
@@ -226,6 +226,7 @@ def test_squeeze_excite_matches_reference(rng):
         SelectiveKernel(16, branches=[(3, 1), (3, 3, 2)], groups=4, strides=2,
                         return_attention=True, name="sk"),
         SqueezeExcite(4, name="se"),
+        PointwiseConv2D(8, strides=2, use_bias=True, name="pw"),
     ],
 )
 def test_layers_round_trip_through_config(layer, rng):
@@ -239,3 +240,34 @@ def test_layers_round_trip_through_config(layer, rng):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    rtol=1e-6)
     assert keras.saving.get_registered_name(layer.__class__).startswith("sknet_keras>")
+
+
+def _one_by_one_model(conv):
+    inputs = keras.Input((6, 6, 4))
+    x = conv(8, 1, strides=2, use_bias=False, name="conv2_block1_0_conv")(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_pointwise_conv_restores_checkpoints_written_with_keras_conv2d(tmp_path, rng):
+    """The ResNets' 1×1 convs were Keras' Conv2D: training checkpoints written then (variables
+    tracked by attribute) and weights files must load into PointwiseConv2D unchanged."""
+    old = _one_by_one_model(keras.layers.Conv2D)
+    old.set_weights([rng.standard_normal(w.shape).astype("float32") for w in old.weights])
+    path = tf.train.Checkpoint(model=old).write(str(tmp_path / "ckpt"))
+    old.save_weights(tmp_path / "old.weights.h5")
+    x = rng.standard_normal((2, 6, 6, 4)).astype("float32")
+
+    new = _one_by_one_model(PointwiseConv2D)
+    tf.train.Checkpoint(model=new).read(path).assert_consumed()
+    np.testing.assert_array_equal(new.weights[0].numpy(), old.weights[0].numpy())
+    np.testing.assert_allclose(new.predict(x, verbose=0), old.predict(x, verbose=0), rtol=1e-5)
+    again = _one_by_one_model(PointwiseConv2D)
+    again.load_weights(tmp_path / "old.weights.h5")
+    np.testing.assert_array_equal(again.weights[0].numpy(), old.weights[0].numpy())
+
+
+def test_pointwise_conv_refuses_what_is_not_a_1x1():
+    with pytest.raises(ValueError, match="PointwiseConv2D is a 1×1"):
+        PointwiseConv2D(8, 3)
+    with pytest.raises(ValueError, match="PointwiseConv2D is a 1×1"):
+        PointwiseConv2D(8, 1, padding="same")

@@ -5,8 +5,9 @@ from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.caffe_pooling import CaffePooling2D
 from sknet_keras.layers.channel_shuffle import ChannelShuffle, ChannelSplit
 from sknet_keras.layers.group_conv import GroupConv2D
+from sknet_keras.layers.pointwise_conv import PointwiseConv2D
 from sknet_keras.layers.selective_kernel import SelectiveKernel, SelectiveKernelAttn
 from sknet_keras.layers.squeeze_excite import SqueezeExcite
 
 __all__ = ["BatchNorm", "CaffePooling2D", "ChannelShuffle", "ChannelSplit", "GroupConv2D",
-           "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]
+           "PointwiseConv2D", "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]

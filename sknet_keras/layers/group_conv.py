@@ -1,5 +1,8 @@
 """GroupConv2D: the one layer every grouped / dilated / strided k×k convolution goes through.
 
+Its 1×1 convolutions (and `PointwiseConv2D`'s) train as matrix products on TensorFlow's Eigen
+CPU kernels, which differentiate a 1×1 convolution up to 2.6× slower.
+
 Written by hand because Keras' `Conv2D` falls short here in three ways:
 - it refuses `strides > 1` together with `dilation_rate > 1` (SK's strided dilated branch);
 - `padding="same"` pads asymmetrically at stride 2, so converted PyTorch / Caffe weights
@@ -68,36 +71,36 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 # | JAX on the CPU                       | cin/g > 1                | "split"          |
 # | GPU; CPU with oneDNN                 | any                      | "native"         |
 # | CPU with oneDNN, bf16 (native)       | grouped and dilated      | "space_to_batch" |
+# | CPU, Eigen kernels                   | 1×1, groups 1            | "matmul"         |
 # | CPU, Eigen kernels                   | groups 1, no dilation    | "native"         |
 # | CPU, Eigen kernels                   | groups 1, dilated        | "space_to_batch" |
 # | CPU, Eigen kernels                   | depthwise (cin/g = 1)    | "depthwise"      |
-# | CPU, Eigen kernels                   | cin/g <= 4               | "depthwise_sum"  |
-# | CPU, Eigen kernels                   | cin/g > 4                | "split"          |
-#
+# | CPU, Eigen kernels                   | cin/g > 1                | "blocked"        |
 # On the CPU, float16 (any kernels) and bfloat16 (unless oneDNN with native bf16) convolutions
 # compute in float32: TensorFlow has no CPU backprop kernels for them there.
-# Eigen choices, fwd+bwd at batch 16 (docs/performance.md): "depthwise_sum" beats "split" at
-# cin/g <= 4 (ResNeXt conv2 325 vs 414 ms, SENet-154 conv2 cin/g = 2: 396 vs 757 ms), "split"
-# wins from cin/g = 8 (169 vs 354 ms) to 32; a custom gradient around the native forward (a
-# third correct formulation) was slower than both (665 ms on ResNeXt conv2), and so was one
-# dense conv with a block-diagonal kernel on small maps (SKNet-26 at 32×32, batch 64: 33 s
-# per training step against 5.1 s; there Keras' ResNet50 takes 5.7 s, so the Eigen kernels
-# themselves, not the grouped formulations, set the pace).
+# Eigen, "blocked": one dense conv per block of groups (16 input channels,
+# `BLOCK_INPUT_CHANNELS`) with a block-diagonal kernel; fwd / fwd+bwd, batch 16, ms: SKNet
+# conv2 (56²×128, g32) 25 / 124 against 56 / 135 depthwise-and-sum and 77 / 223 one conv per
+# group, dilated 35 / 126 against 115 / 265 and 80 / 232. Eigen, "matmul" (training only; at
+# inference a 1×1 conv fuses with its BN): 7²×1024 → 2048 17 / 53 against 19 / 139 as a conv.
+# Both: docs/performance.md, 2026-12-05, with the formulations that were slower.
 # JAX on the CPU (XLA's CPU convolution; docs/performance.md), fwd / fwd+bwd, batch 8: a
 # grouped conv as one `feature_group_count` conv takes 135 / 10888 ms at 32×32×128, g32, one
 # conv per group ("split") 70 / 119 ms, a block-diagonal dense conv 113 / 513 ms, depthwise-
 # and-sum 187 / 43036 ms; a depthwise conv (ShuffleNetV2, 28×28×116) 72 / 263 ms native,
 # 3.4 / 56 ms as a sum over the kernel's taps of shifted slices times per-channel weights.
 
-DEPTHWISE_SUM_MAX_GROUP_CHANNELS = 4
+BLOCK_INPUT_CHANNELS = 16
 
-PATHS = ("keras", "native", "space_to_batch", "depthwise", "depthwise_sum", "split", "taps")
+PATHS = ("keras", "native", "matmul", "space_to_batch", "depthwise", "blocked", "split", "taps")
 
 
-def conv_path(groups, in_channels, dilation, dtype, filters=None):
+def conv_path(groups, in_channels, dilation, dtype, filters=None, kernel_size=(3, 3),
+              training=True):
     """The formulation (one of `PATHS`) that runs this convolution; see the table above.
 
-    `filters` (output channels) tells a depthwise conv from one with a channel multiplier.
+    `filters` (output channels) tells a depthwise conv from one with a channel multiplier;
+    `training` False (inference) keeps a 1×1 conv a conv, which Grappler fuses with its BN.
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
@@ -117,11 +120,18 @@ def conv_path(groups, in_channels, dilation, dtype, filters=None):
             return "space_to_batch"
         return "native"
     if groups == 1:
+        if tuple(kernel_size) == (1, 1) and training:
+            return "matmul"
         return "space_to_batch" if dilated else "native"
-    group_channels = in_channels // groups
-    if group_channels == 1:
-        return "depthwise"
-    return "depthwise_sum" if group_channels <= DEPTHWISE_SUM_MAX_GROUP_CHANNELS else "split"
+    return "depthwise" if in_channels == groups else "blocked"
+
+
+def blocked_groups(groups, group_in):
+    """Groups per block of the "blocked" path: the most that fit `BLOCK_INPUT_CHANNELS`."""
+    block = max(1, min(groups, BLOCK_INPUT_CHANNELS // group_in))
+    while groups % block:
+        block -= 1
+    return block
 
 
 def compute_float32(dtype):
@@ -135,7 +145,17 @@ def compute_float32(dtype):
     return True
 
 
-def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size):
+def pointwise_matmul(x, kernel, strides):
+    """A 1×1 conv as one matrix product (TensorFlow); strided: samples its input first (exact)."""
+    import tensorflow as tf
+
+    x = subsample(x, *strides)
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, (-1, kernel.shape[2])), tf.reshape(kernel, kernel.shape[2:]))
+    return tf.reshape(y, tf.concat([shape[:3], [kernel.shape[3]]], 0))
+
+
+def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, training=True):
     """Run one of the TensorFlow paths on NHWC `x` (already padded when padding is VALID)."""
     import tensorflow as tf
 
@@ -143,34 +163,66 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size):
         return tf.nn.conv2d(inp, k, strides=[1, *strides, 1], padding=pad,
                             dilations=[1, *rate, 1])
 
-    def undilated(inp, k):
+    def dilated(convs, inp, k):
+        """`convs(inp, k, pad, rate)` dilated: space-to-batch around undilated convs (which
+        have gradients everywhere); at inference natively (Eigen: 28 against 44 ms at 56²×128),
+        differentiated as space-to-batch."""
+        def via_space_to_batch(inp, k):
+            return tf.nn.with_space_to_batch(
+                inp, dilation_rate=list(dilation), padding=padding, filter_shape=kernel_size,
+                op=lambda i, num_spatial_dims, padding: convs(i, k, padding, (1, 1)))
+
         if max(dilation) == 1:
-            return plain(inp, k)
-        # Dilation as space-to-batch around an undilated conv: its gradients exist everywhere.
-        return tf.nn.with_space_to_batch(
-            inp, dilation_rate=list(dilation), padding=padding, filter_shape=kernel_size,
-            op=lambda i, num_spatial_dims, padding: plain(i, k, padding, (1, 1)))
+            return convs(inp, k, padding, (1, 1))
+        if training:
+            return via_space_to_batch(inp, k)
+
+        @tf.custom_gradient
+        def natively(inp, k):
+            def grad(dy):
+                with tf.GradientTape() as tape:
+                    tape.watch([inp, k])
+                    y = via_space_to_batch(inp, k)
+                return tape.gradient(y, [inp, k], output_gradients=dy)
+            return convs(inp, k, padding, dilation), grad
+
+        return natively(inp, k)
 
     if path == "native":
         return plain(x, kernel)
+    if path == "matmul":
+        return pointwise_matmul(x, kernel, strides)
     if path == "space_to_batch":
-        return undilated(x, kernel)
+        return dilated(plain, x, kernel)
     kh, kw, group_in, filters = kernel.shape
     group_out = filters // groups
-    if path == "split":
-        return tf.concat([undilated(a, b) for a, b in zip(tf.split(x, groups, axis=-1),
-                                                          tf.split(kernel, groups, axis=-1))],
-                         axis=-1)
-    # Depthwise forms: output channel g·(C/g) + o sums input channel g·(cin/g) + i ⊛ w[..., i, g, o].
-    dw = tf.reshape(tf.transpose(tf.reshape(kernel, (kh, kw, group_in, groups, group_out)),
-                                 (0, 1, 3, 2, 4)), (kh, kw, groups * group_in, group_out))
-    y = tf.nn.depthwise_conv2d(x, dw, strides=[1, *strides, 1], padding=padding,
-                               dilations=list(dilation))
-    if path == "depthwise":
-        return y
-    shape = tf.shape(y)
-    y = tf.reshape(y, tf.concat([shape[:3], [groups, group_in, group_out]], 0))
-    return tf.reshape(tf.reduce_sum(y, axis=4), tf.concat([shape[:3], [filters]], 0))
+    if path == "blocked":
+        # One dense conv per block of groups, its kernel block-diagonal: Eigen's conv is
+        # efficient from ~16 input channels, so wasted multiplies beat many tiny convs. The
+        # kernel from slices, pads and concats (4-D ops exporters fold: LiteRT's int8
+        # quantizer left a tiled and masked one unfolded, a 6-D transpose is no built-in).
+        block = blocked_groups(groups, group_in)
+        blocks = groups // block
+        k = kernel
+        if block > 1:  # group g's columns, padded to its place in its block
+            padded = [tf.pad(kernel[..., g * group_out:(g + 1) * group_out], [[0, 0]] * 3 + [
+                [g % block * group_out, (block - 1 - g % block) * group_out]])
+                for g in range(groups)]
+            k = tf.concat([tf.concat(padded[i * block:(i + 1) * block], axis=2)
+                           for i in range(blocks)], axis=-1)
+
+        def convs(inp, k, pad, rate):
+            if blocks == 1:
+                return plain(inp, k, pad, rate)
+            return tf.concat([plain(a, b, pad, rate) for a, b in
+                              zip(tf.split(inp, blocks, axis=-1), tf.split(k, blocks, axis=-1))],
+                             axis=-1)
+
+        return dilated(convs, x, k)
+    # Depthwise: output channel g·m + o is input channel g ⊛ w[..., 0, g·m + o].
+    return tf.nn.depthwise_conv2d(x, tf.reshape(kernel, (kh, kw, groups, group_out)),
+                                  strides=[1, *strides, 1], padding=padding,
+                                  dilations=list(dilation))
 
 
 def _keras_conv(path, x, kernel, groups, strides, dilation, padding):
@@ -282,7 +334,7 @@ class GroupConv2D(keras.layers.Layer):
             else None
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         (sub_h, dil_h, pad_h, st_h, post_h), (sub_w, dil_w, pad_w, st_w, post_w) = self._plan
         x = inputs
         x = subsample(x, sub_h, sub_w)
@@ -298,7 +350,7 @@ class GroupConv2D(keras.layers.Layer):
         padding = "SAME" if same else "VALID"
         kernel = ops.cast(self.kernel, self.compute_dtype)
         path = conv_path(self.groups, inputs.shape[-1], (dil_h, dil_w), self.compute_dtype,
-                         self.filters)
+                         self.filters, self.kernel_size, bool(training))
         if keras.backend.backend() != "tensorflow":
             y = _keras_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w),
                             padding)
@@ -307,7 +359,7 @@ class GroupConv2D(keras.layers.Layer):
             if in_f32:
                 x, kernel = ops.cast(x, "float32"), ops.cast(kernel, "float32")
             y = _tf_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w), padding,
-                         self.kernel_size)
+                         self.kernel_size, bool(training))
             if in_f32:
                 y = ops.cast(y, self.compute_dtype)
         y = subsample(y, post_h, post_w)

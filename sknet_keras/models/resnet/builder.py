@@ -8,7 +8,8 @@ PyTorch (timm) and Caffe weights load one to one (docs/architecture.md).
 
 from keras import layers
 
-from sknet_keras.layers import BatchNorm, GroupConv2D, SelectiveKernel, SqueezeExcite
+from sknet_keras.layers import (BatchNorm, GroupConv2D, PointwiseConv2D, SelectiveKernel,
+                                SqueezeExcite)
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
 from sknet_keras.models.resnet.config import ResNetConfig, units
 
@@ -18,8 +19,8 @@ def _bn(name):
 
 
 def _conv1x1(filters, name, strides=1):
-    return layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                         kernel_initializer=conv_kernel_initializer(), name=name)
+    return PointwiseConv2D(filters, 1, strides=strides, use_bias=False,
+                           kernel_initializer=conv_kernel_initializer(), name=name)
 
 
 def stem(x, config: ResNetConfig):
