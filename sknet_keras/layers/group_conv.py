@@ -145,6 +145,13 @@ def compute_float32(dtype):
     return True
 
 
+def in_compute_precision(conv, x, kernel, dtype):
+    """`conv(x, kernel)`, in float32 and cast back where `compute_float32(dtype)` says so."""
+    if not compute_float32(dtype):
+        return conv(x, kernel)
+    return ops.cast(conv(ops.cast(x, "float32"), ops.cast(kernel, "float32")), dtype)
+
+
 def pointwise_matmul(x, kernel, strides):
     """A 1×1 conv as one matrix product (TensorFlow); strided: samples its input first (exact)."""
     import tensorflow as tf
@@ -164,9 +171,8 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, t
                             dilations=[1, *rate, 1])
 
     def dilated(convs, inp, k):
-        """`convs(inp, k, pad, rate)` dilated: space-to-batch around undilated convs (which
-        have gradients everywhere); at inference natively (Eigen: 28 against 44 ms at 56²×128),
-        differentiated as space-to-batch."""
+        """`convs(inp, k, pad, rate)` dilated: space-to-batch around undilated convs (gradients
+        everywhere); at inference natively (Eigen, 56²×128: 28 against 44 ms), same gradient."""
         def via_space_to_batch(inp, k):
             return tf.nn.with_space_to_batch(
                 inp, dilation_rate=list(dilation), padding=padding, filter_shape=kernel_size,
@@ -197,10 +203,9 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, t
     kh, kw, group_in, filters = kernel.shape
     group_out = filters // groups
     if path == "blocked":
-        # One dense conv per block of groups, its kernel block-diagonal: Eigen's conv is
-        # efficient from ~16 input channels, so wasted multiplies beat many tiny convs. The
-        # kernel from slices, pads and concats (4-D ops exporters fold: LiteRT's int8
-        # quantizer left a tiled and masked one unfolded, a 6-D transpose is no built-in).
+        # A dense conv per block of groups, block-diagonal kernel (Eigen's conv is efficient
+        # from ~16 input channels), built by slices, pads and concats: 4-D ops that LiteRT folds
+        # (its int8 quantizer left a tiled-and-masked one unfolded; a 6-D transpose isn't built in).
         block = blocked_groups(groups, group_in)
         blocks = groups // block
         k = kernel
@@ -221,8 +226,7 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, t
         return dilated(convs, x, k)
     # Depthwise: output channel g·m + o is input channel g ⊛ w[..., 0, g·m + o].
     return tf.nn.depthwise_conv2d(x, tf.reshape(kernel, (kh, kw, groups, group_out)),
-                                  strides=[1, *strides, 1], padding=padding,
-                                  dilations=list(dilation))
+                                  strides=[1, *strides, 1], padding=padding, dilations=list(dilation))
 
 
 def _keras_conv(path, x, kernel, groups, strides, dilation, padding):
@@ -355,13 +359,9 @@ class GroupConv2D(keras.layers.Layer):
             y = _keras_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w),
                             padding)
         else:
-            in_f32 = compute_float32(self.compute_dtype)
-            if in_f32:
-                x, kernel = ops.cast(x, "float32"), ops.cast(kernel, "float32")
-            y = _tf_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w), padding,
-                         self.kernel_size, bool(training))
-            if in_f32:
-                y = ops.cast(y, self.compute_dtype)
+            y = in_compute_precision(lambda x, k: _tf_conv(
+                path, x, k, self.groups, (st_h, st_w), (dil_h, dil_w), padding,
+                self.kernel_size, bool(training)), x, kernel, self.compute_dtype)
         y = subsample(y, post_h, post_w)
         if self.bias is not None:
             y = y + ops.cast(self.bias, self.compute_dtype)

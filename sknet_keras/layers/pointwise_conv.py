@@ -38,14 +38,9 @@ class Conv2D(keras.layers.Conv2D):
                                     self.filters, (1, 1), bool(training))
         if path != "matmul":
             return super().call(inputs)
-        kernel = ops.cast(self.kernel, self.compute_dtype)
-        x = inputs
-        in_f32 = group_conv.compute_float32(self.compute_dtype)
-        if in_f32:
-            x, kernel = ops.cast(x, "float32"), ops.cast(kernel, "float32")
-        y = group_conv.pointwise_matmul(x, kernel, self.strides)
-        if in_f32:
-            y = ops.cast(y, self.compute_dtype)
+        y = group_conv.in_compute_precision(
+            lambda x, k: group_conv.pointwise_matmul(x, k, self.strides),
+            inputs, ops.cast(self.kernel, self.compute_dtype), self.compute_dtype)
         if self.use_bias:
             y = y + ops.cast(self.bias, self.compute_dtype)
         return self.activation(y) if self.activation is not None else y
