@@ -82,13 +82,14 @@ def test_the_trainer_says_its_precision_first_and_refuses_bf16_it_cannot_train(t
     assert first.startswith(f"precision: {'bfloat16' if native else 'float32'} (default")
     if native:
         pytest.skip("this CPU computes bfloat16 natively: nothing to refuse")
+    # Why: the CPU lacks bf16, or (a bf16 CPU, emulating another) oneDNN is switched off.
+    why = ("TensorFlow's oneDNN kernels are off" if _native_bf16()
+           else "this CPU has no native bfloat16")
+    assert first.startswith(f"precision: float32 (default: {why}"), first
     refused = subprocess.run(args + ["--mixed_precision=bfloat16",
                                      f"--model_dir={tmp_path / 'b'}"], env=ENV,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2
-    # Why: the CPU lacks bf16, or (a bf16 CPU, emulating another) oneDNN is switched off.
-    why = ("TensorFlow's oneDNN kernels are off" if _native_bf16()
-           else "this CPU has no native bfloat16")
     assert refused.stderr.splitlines()[0].startswith(
         f"sknet_keras.trainers.train: error: --mixed_precision: bfloat16: {why}")
     assert "Traceback" not in refused.stderr and not (tmp_path / "b").exists()

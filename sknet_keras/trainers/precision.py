@@ -17,6 +17,13 @@ def hardware(strategy_name):
     return "gpu" if kernel_support.gpu_available() else "cpu"
 
 
+def _why_no_native_bfloat16():
+    if not kernel_support.cpu_native_bfloat16():
+        return "this CPU has no native bfloat16 (no avx512_bf16 / amx_bf16 flag)"
+    return ("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0), and only they "
+            "compute bfloat16 natively")
+
+
 def choose(requested, strategy_name):
     """(precision, reason) for `requested` (None: the hardware's default).
 
@@ -32,11 +39,8 @@ def choose(requested, strategy_name):
             return "float16", f"default on a GPU, with loss scaling ({kernels})"
         if native_bf16:
             return "bfloat16", f"default: this CPU computes bfloat16 natively ({kernels})"
-        return "float32", f"default: this CPU has no native bfloat16 ({kernels})"
+        return "float32", f"default: {_why_no_native_bfloat16()} ({kernels})"
     if requested == "bfloat16" and where == "cpu" and not native_bf16:
-        why = ("this CPU has no native bfloat16 (no avx512_bf16 / amx_bf16 flag)"
-               if not kernel_support.cpu_native_bfloat16() else
-               "TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0)")
-        raise ValueError(f"bfloat16: {why}, so TensorFlow has no bfloat16 "
-                         f"kernels to train with here ({kernels}); use float32")
+        raise ValueError(f"bfloat16: {_why_no_native_bfloat16()}, so TensorFlow has no "
+                         f"bfloat16 kernels to train with here ({kernels}); use float32")
     return requested, f"as requested ({kernels})"
