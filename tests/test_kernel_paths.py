@@ -135,8 +135,9 @@ def test_pointwise_conv_forward_and_gradients_equal_numpy(stride, training, rng)
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=training) * r)
-        return tuple(tape.gradient(loss, [x, layer.kernel])) + (layer(x, training=training),)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * r)
+        return tuple(tape.gradient(loss, [x, layer.kernel])) + (y,)
 
     dx, dw, y = (t.numpy() for t in step(x))
     want_y, want_dx, want_dw = numpy_conv_and_grads(x.numpy(), layer.kernel.numpy(), r, stride,
