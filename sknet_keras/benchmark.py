@@ -108,10 +108,10 @@ def _data(batch_size, image_size, seed=0):
 def runners(model, x, y, modes, jit_compile):
     import tensorflow as tf
 
-    from sknet_keras.layers import sk_paths
+    from sknet_keras.layers import trace_scope
 
     def call(t):
-        with sk_paths.fused_inference_scope():  # a function that stays in TensorFlow
+        with trace_scope.staying_in_tensorflow():  # a function that is never exported
             return model(t, training=False)
 
     forward = tf.function(call, jit_compile=jit_compile)

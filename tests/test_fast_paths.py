@@ -106,10 +106,10 @@ def test_model_fast_paths_equal_reference_model(rng):
 
 
 def test_fused_path_runs_only_where_the_graph_stays_in_tensorflow(monkeypatch, tmp_path):
-    """Eager calls, `predict` and `fused_inference_scope` take the XLA-fused path; any
+    """Eager calls, `predict` and `trace_scope.staying_in_tensorflow` take the XLA-fused path; any
     other trace (exports, converters, a user's tf.function) gets plain ops, and the
     exported graph holds no XLA function."""
-    from sknet_keras.layers import sk_paths
+    from sknet_keras.layers import sk_paths, trace_scope
 
     model = build_model(MINI_SKRESNEXT, input_shape=(32, 32, 3), classes=5)
     x = np.zeros((2, 32, 32, 3), "float32")
@@ -129,7 +129,7 @@ def test_fused_path_runs_only_where_the_graph_stays_in_tensorflow(monkeypatch, t
     assert fused_calls(lambda: tf.function(lambda t: model(t, training=False))(x)) == 0
 
     def in_scope(t):
-        with sk_paths.fused_inference_scope():
+        with trace_scope.staying_in_tensorflow():
             return model(t, training=False)
 
     assert fused_calls(lambda: tf.function(in_scope)(x)) == sk_layers

@@ -7,6 +7,7 @@ and for a whole network a convolution written as shifted slices and matrix produ
 gradients TensorFlow derives from slicing and matmul alone.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import tensorflow as tf
 
 from conftest import MINI_SKRESNEXT
 from sknet_keras.applications import build_model
-from sknet_keras.layers import GroupConv2D, PointwiseConv2D, group_conv, kernel_support
+from sknet_keras.layers import (GroupConv2D, PointwiseConv2D, group_conv, kernel_support,
+                                onednn_kernels, trace_scope)
 from sknet_keras.registry import MODELS
 
 pytestmark = pytest.mark.kernels
@@ -62,6 +64,8 @@ def paths_this_process_runs(groups, in_channels, dilation, kernel=3):
         paths.append("depthwise")
     if kernel == 1 and groups == 1:
         paths.append("matmul")
+    if onednn_kernels.registered():  # oneDNN's kernels called directly (any kernel set)
+        paths.append("onednn")
     return paths
 
 
@@ -165,6 +169,107 @@ def test_the_chosen_path_is_one_this_process_can_differentiate():
         assert chosen in paths_this_process_runs(groups, channels, dilation, kernel)
 
 
+# --- oneDNN's kernels called directly: the Eigen kernels' fast path -------------------------
+
+needs_onednn_ops = pytest.mark.skipif(
+    not onednn_kernels.registered(),
+    reason="this TensorFlow build registers no oneDNN CPU kernels (only x86 builds do)")
+
+
+def numpy_batch_norm_and_grads(x, gamma, beta, eps, r):
+    """Training BN by its definition (float64): y, batch mean, unbiased batch variance, and
+    the gradients of sum(y * r) in x, gamma and beta."""
+    x, r = x.astype(np.float64), r.astype(np.float64)
+    axes = (0, 1, 2)
+    n = x.size // x.shape[-1]
+    mean, var = x.mean(axes), x.var(axes)
+    xhat = (x - mean) / np.sqrt(var + eps)
+    dbeta, dgamma = r.sum(axes), (r * xhat).sum(axes)
+    dx = gamma / np.sqrt(var + eps) * (r - dbeta / n - xhat * dgamma / n)
+    return xhat * gamma + beta, mean, var * n / (n - 1), dx, dgamma, dbeta
+
+
+@needs_onednn_ops
+def test_onednn_batch_norm_training_equals_numpy(rng):
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 9, 7, 24)).astype("float32"))
+    gamma = tf.constant(rng.uniform(0.5, 1.5, 24).astype("float32"))
+    beta = tf.constant(rng.uniform(-1, 1, 24).astype("float32"))
+    r = rng.standard_normal(x.shape).astype("float32")
+
+    @tf.function
+    def step(x, gamma, beta):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y, mean, variance = onednn_kernels.batch_norm_training(x, gamma, beta, 1e-3)
+            loss = tf.reduce_sum(y * r)
+        return (y, mean, variance) + tuple(tape.gradient(loss, [x, gamma, beta]))
+
+    got = step(x, gamma, beta)
+    want = numpy_batch_norm_and_grads(x.numpy(), gamma.numpy(), beta.numpy(), 1e-3, r)
+    for name, g, w in zip(("y", "mean", "variance", "dx", "dgamma", "dbeta"), got, want):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@needs_onednn_ops
+def test_onednn_kernels_run_only_in_graphs_that_stay_in_this_process(monkeypatch, tmp_path,
+                                                                     rng):
+    """On the Eigen kernels (as on an AVX2-only CPU), graphs traced by Keras' steps or inside
+    `staying_in_tensorflow` call oneDNN's kernels directly and compute what the public ops
+    compute; a user's own `tf.function`, XLA and every export get public ops only (other
+    TensorFlow builds and the converters know no `_Mkl*` op)."""
+    monkeypatch.setattr(kernel_support, "onednn_enabled", lambda: False)
+    model = build_model(MINI_SKRESNEXT, input_shape=(32, 32, 3), classes=5)
+    for w in model.weights:  # statistics and a classifier that make every image's output its own
+        if "moving_variance" in w.path or "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+        elif "moving_mean" in w.path:
+            w.assign(rng.uniform(-0.1, 0.1, w.shape))
+        elif len(w.shape) == 2:
+            w.assign(rng.normal(0, 2.0, w.shape))
+    x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    made, real = [], onednn_kernels._op
+    monkeypatch.setattr(onednn_kernels, "_op",
+                        lambda op_type, *a, **k: made.append(op_type) or real(op_type, *a, **k))
+
+    def direct_ops(run):
+        made.clear()
+        run()
+        return set(made)
+
+    def in_scope(t):
+        with trace_scope.staying_in_tensorflow():
+            return model(t, training=False)
+
+    reference = model(x, training=False).numpy()  # eager: the public ops
+    outputs = {}
+    assert "_MklNativeConv2D" in direct_ops(
+        lambda: outputs.setdefault("predict", model.predict(x, verbose=0)))
+    assert "_MklNativeConv2D" in direct_ops(
+        lambda: outputs.setdefault("scope", tf.function(in_scope)(x).numpy()))
+    assert not direct_ops(lambda: outputs.setdefault(
+        "xla", tf.function(in_scope, jit_compile=True)(x).numpy()))
+    assert not direct_ops(lambda: outputs.setdefault(
+        "own", tf.function(lambda t: model(t, training=False))(x).numpy()))
+    for name, y in outputs.items():
+        np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4, err_msg=name)
+    assert np.abs(reference - reference[:1]).max() > 1e-2  # images give different logits
+
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    assert {"_MklNativeConv2DBackpropFilter", "_MklNativeConv2DBackpropInput",
+            "_MklNativeFusedBatchNormGradV3"} <= direct_ops(
+        lambda: model.train_on_batch(x, np.arange(4) % 5))
+
+    assert not direct_ops(lambda: model.export(str(tmp_path / "sm"), verbose=False))
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    graph = served.serve.get_concrete_function(
+        tf.TensorSpec((None, 32, 32, 3))).graph.as_graph_def()
+    types = {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                          for n in f.node_def}
+    assert not [t for t in types if t.startswith("_Mkl")], sorted(types)
+    np.testing.assert_allclose(served.serve(x).numpy(), model(x, training=False).numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+
 # --- every family: a training step against convolutions made of slices and matmuls ---------
 
 def sliced_conv(x, kernel, groups, strides, dilation, padding, kernel_size):
@@ -228,8 +333,9 @@ def family_config(name):
 FAMILY_NAMES = sorted(FAMILIES) + ["se_bn_inception"]
 
 
-def one_training_step(config, seed=0):
-    """Gradients and weights after one SGD step on a batch of 4 (BN in training mode)."""
+def one_training_step(config, seed=0, in_process=False):
+    """Gradients and weights after one SGD step on a batch of 4 (BN in training mode);
+    `in_process`: traced inside `trace_scope.staying_in_tensorflow` (the trainer's case)."""
     keras.utils.set_random_seed(seed)
     model = build_model(config, input_shape=(32, 32, 3), classes=5)
     rng = np.random.default_rng(seed)
@@ -240,7 +346,8 @@ def one_training_step(config, seed=0):
 
     @tf.function
     def step():
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, (trace_scope.staying_in_tensorflow() if in_process
+                                         else contextlib.nullcontext()):
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
@@ -331,9 +438,14 @@ import sys, pickle
 sys.path.insert(0, {tests!r})
 import conftest
 from test_kernel_paths import family_config, one_training_step, FAMILY_NAMES
-from sknet_keras.layers import kernel_support
+from sknet_keras.layers import kernel_support, onednn_kernels
+made, real = set(), onednn_kernels._op
+onednn_kernels._op = lambda op_type, *a, **k: made.add(op_type) or real(op_type, *a, **k)
 out = {{"onednn": kernel_support.onednn_enabled(),
-        "steps": {{f: one_training_step(family_config(f)) for f in FAMILY_NAMES}}}}
+        "steps": {{f: one_training_step(family_config(f)) for f in FAMILY_NAMES}},
+        "in_process": {{f: one_training_step(family_config(f), in_process=True)
+                       for f in FAMILY_NAMES}},
+        "direct_ops": made}}
 with open({path!r}, "wb") as f:
     pickle.dump(out, f)
 """
@@ -357,9 +469,16 @@ def test_every_family_steps_alike_under_eigen_and_onednn(tmp_path):
         with open(path, "rb") as f:
             results[label] = pickle.load(f)
     assert results["eigen"]["onednn"] is False and results["onednn_avx2"]["onednn"] is True
+    # The trainer's steps on Eigen call oneDNN's kernels directly (where TensorFlow has them).
+    assert ({"_MklNativeConv2DBackpropFilter", "_MklNativeFusedBatchNormGradV3"}
+            <= results["eigen"]["direct_ops"]) == onednn_kernels.registered()
+    assert not results["onednn_avx2"]["direct_ops"]
     for family in FAMILY_NAMES:
-        _assert_steps_equal(results["eigen"]["steps"][family],
-                            results["onednn_avx2"]["steps"][family], family)
+        want = results["onednn_avx2"]["steps"][family]
+        _assert_steps_equal(results["eigen"]["steps"][family], want, family)
+        _assert_steps_equal(results["eigen"]["in_process"][family], want, f"{family}, in process")
+        _assert_steps_equal(results["onednn_avx2"]["in_process"][family], want,
+                            f"{family}, oneDNN in process")
 
 
 # --- inference: BatchNorm after a convolution -------------------------------------------------

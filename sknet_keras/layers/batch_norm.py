@@ -16,7 +16,7 @@ Keras' implementation.
 import keras
 from keras import ops
 
-from sknet_keras.layers import options
+from sknet_keras.layers import onednn_kernels, options
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
@@ -106,9 +106,13 @@ class BatchNorm(keras.layers.BatchNormalization):
         if _fused_ok(self, x, None):
             import tensorflow as tf
 
-            return tf.compat.v1.nn.fused_batch_norm(
-                _fused_input(self, x), tf.cast(self.gamma.value, tf.float32),
-                tf.cast(self.beta.value, tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            x = _fused_input(self, x)
+            gamma = tf.cast(self.gamma.value, tf.float32)
+            beta = tf.cast(self.beta.value, tf.float32)
+            if onednn_kernels.usable(x.dtype.name):  # Eigen's kernels: 1.1× slower training
+                return onednn_kernels.batch_norm_training(x, gamma, beta, self.epsilon)
+            return tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
+                                                    data_format="NHWC", is_training=True)
         x = ops.cast(x, "float32")
         axis = self.axis % len(x.shape)
         axes = [i for i in range(len(x.shape)) if i != axis]

@@ -24,7 +24,7 @@ CPU kernels much faster than the strided slice (docs/performance.md).
 import keras
 from keras import ops
 
-from sknet_keras.layers import kernel_support
+from sknet_keras.layers import keras_conv, kernel_support, onednn_kernels
 from sknet_keras.layers.initializers import conv_kernel_initializer
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
@@ -71,11 +71,17 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 # | JAX on the CPU                       | cin/g > 1                | "split"          |
 # | GPU; CPU with oneDNN                 | any                      | "native"         |
 # | CPU with oneDNN, bf16 (native)       | grouped and dilated      | "space_to_batch" |
-# | CPU, Eigen kernels                   | 1×1, groups 1            | "matmul"         |
-# | CPU, Eigen kernels                   | groups 1, no dilation    | "native"         |
-# | CPU, Eigen kernels                   | groups 1, dilated        | "space_to_batch" |
+# | CPU, Eigen kernels                   | 1×1, groups 1, training  | "matmul"         |
+# | CPU, Eigen kernels, inference        | groups 1, no dilation    | "native"         |
 # | CPU, Eigen kernels                   | depthwise (cin/g = 1)    | "depthwise"      |
-# | CPU, Eigen kernels                   | cin/g > 1                | "blocked"        |
+# | CPU, Eigen kernels, in process (1)   | any other                | "onednn"         |
+# | CPU, Eigen kernels, elsewhere        | groups 1, no dilation    | "native"         |
+# | CPU, Eigen kernels, elsewhere        | groups 1, dilated        | "space_to_batch" |
+# | CPU, Eigen kernels, elsewhere        | cin/g > 1                | "blocked"        |
+# (1) `onednn_kernels.usable()`: TensorFlow's oneDNN kernels called directly in a graph that
+# stays in this process, outside XLA. Faster than the "elsewhere" rows: SKNet-50 1.2×
+# (inference) and 1.5× (training, with BN), SE-ResNet-50's dense 3×3 convs 1.14× (training).
+# Elsewhere: exports, converters, XLA, non-x86 TensorFlow builds.
 # On the CPU, float16 (any kernels) and bfloat16 (unless oneDNN with native bf16) convolutions
 # compute in float32: TensorFlow has no CPU backprop kernels for them there.
 # Eigen, "blocked": one dense conv per block of groups (16 input channels,
@@ -84,15 +90,12 @@ def conv_plan(kernel_size, strides, dilation_rate, padding):
 # group, dilated 35 / 126 against 115 / 265 and 80 / 232. Eigen, "matmul" (training only; at
 # inference a 1×1 conv fuses with its BN): 7²×1024 → 2048 17 / 53 against 19 / 139 as a conv.
 # Both: docs/performance.md, 2026-12-05, with the formulations that were slower.
-# JAX on the CPU (XLA's CPU convolution; docs/performance.md), fwd / fwd+bwd, batch 8: a
-# grouped conv as one `feature_group_count` conv takes 135 / 10888 ms at 32×32×128, g32, one
-# conv per group ("split") 70 / 119 ms, a block-diagonal dense conv 113 / 513 ms, depthwise-
-# and-sum 187 / 43036 ms; a depthwise conv (ShuffleNetV2, 28×28×116) 72 / 263 ms native,
-# 3.4 / 56 ms as a sum over the kernel's taps of shifted slices times per-channel weights.
+# JAX on the CPU: measurements in `keras_conv`.
 
 BLOCK_INPUT_CHANNELS = 16
 
-PATHS = ("keras", "native", "matmul", "space_to_batch", "depthwise", "blocked", "split", "taps")
+PATHS = ("keras", "native", "matmul", "onednn", "space_to_batch", "depthwise", "blocked", "split",
+         "taps")
 
 
 def conv_path(groups, in_channels, dilation, dtype, filters=None, kernel_size=(3, 3),
@@ -122,8 +125,15 @@ def conv_path(groups, in_channels, dilation, dtype, filters=None, kernel_size=(3
     if groups == 1:
         if tuple(kernel_size) == (1, 1) and training:
             return "matmul"
+        if not dilated and not training:
+            return "native"  # Grappler fuses it with its BN
+    elif in_channels == groups:
+        return "depthwise"
+    if onednn_kernels.usable("float32" if compute_float32(dtype) else dtype):
+        return "onednn"
+    if groups == 1:
         return "space_to_batch" if dilated else "native"
-    return "depthwise" if in_channels == groups else "blocked"
+    return "blocked"
 
 
 def blocked_groups(groups, group_in):
@@ -198,6 +208,8 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, t
         return plain(x, kernel)
     if path == "matmul":
         return pointwise_matmul(x, kernel, strides)
+    if path == "onednn":
+        return onednn_kernels.conv2d(x, kernel, strides, padding, dilation)
     if path == "space_to_batch":
         return dilated(plain, x, kernel)
     kh, kw, group_in, filters = kernel.shape
@@ -227,34 +239,6 @@ def _tf_conv(path, x, kernel, groups, strides, dilation, padding, kernel_size, t
     # Depthwise: output channel g·m + o is input channel g ⊛ w[..., 0, g·m + o].
     return tf.nn.depthwise_conv2d(x, tf.reshape(kernel, (kh, kw, groups, group_out)),
                                   strides=[1, *strides, 1], padding=padding, dilations=list(dilation))
-
-
-def _keras_conv(path, x, kernel, groups, strides, dilation, padding):
-    """Run one of the other backends' paths with `keras.ops` (`x` padded when VALID)."""
-    if path == "keras":
-        return ops.conv(x, kernel, strides=strides, padding=padding.lower(),
-                        dilation_rate=dilation)
-    if path == "split":
-        return ops.concatenate(
-            [ops.conv(a, b, strides=strides, padding=padding.lower(), dilation_rate=dilation)
-             for a, b in zip(ops.split(x, groups, axis=-1), ops.split(kernel, groups, axis=-1))],
-            axis=-1)
-    # "taps": depthwise, one output per channel: Σ over taps of a shifted slice × the tap's
-    # per-channel weights (elementwise work whose gradient XLA fuses; see the table).
-    kh, kw = kernel.shape[:2]
-    (sh, sw), (dh, dw) = strides, dilation
-    if padding == "SAME":  # used only where it equals symmetric padding (stride 1)
-        ph, pw = dh * (kh - 1) // 2, dw * (kw - 1) // 2
-        x = ops.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-    h, w = x.shape[1], x.shape[2]
-    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = x[:, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                    j * dw: j * dw + sw * (wo - 1) + 1: sw, :] * kernel[i, j, 0]
-            y = tap if y is None else y + tap
-    return y
 
 
 def subsample(x, sh, sw):
@@ -356,7 +340,7 @@ class GroupConv2D(keras.layers.Layer):
         path = conv_path(self.groups, inputs.shape[-1], (dil_h, dil_w), self.compute_dtype,
                          self.filters, self.kernel_size, bool(training))
         if keras.backend.backend() != "tensorflow":
-            y = _keras_conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w),
+            y = keras_conv.conv(path, x, kernel, self.groups, (st_h, st_w), (dil_h, dil_w),
                             padding)
         else:
             y = in_compute_precision(lambda x, k: _tf_conv(

@@ -17,53 +17,21 @@ Training otherwise takes the reference path: XLA's CPU code for the BN backward 
 slower than TensorFlow's fused BN kernels. Tests hold all paths equal
 (docs/performance.md has the measurements).
 
-"fused" runs only where the graph stays in TensorFlow: eagerly, and in the steps Keras
-traces for `predict` / `evaluate` / `fit`. Every other trace (`model.export` in any format,
-the LiteRT converter, tf2onnx, `tf.saved_model.save`, a user's own `tf.function`) gets the
-reference ops, because an XLA-compiled function inside a graph does not survive conversion:
-tf2onnx leaves it as a `StatefulPartitionedCall` node that onnxruntime refuses, and the
-LiteRT converter wrote files that gave wrong logits (or NaN) without a word.
+"fused" runs only where the graph stays in TensorFlow (`trace_scope`): eagerly, in the steps
+Keras traces for `predict` / `evaluate` / `fit`, and inside `trace_scope.staying_in_tensorflow()`.
+Every other trace (exports, converters, a user's own `tf.function`) gets the reference ops.
 """
-
-import contextlib
-import sys
 
 import keras
 from keras import ops
 
-from sknet_keras.layers import sk_math
+from sknet_keras.layers import sk_math, trace_scope
 
 IMPLEMENTATIONS = ("auto", "reference")
 
 
-# The module whose traced steps (`predict`, `evaluate`, `fit`) may hold XLA functions.
-_KERAS_STEPS = "keras.src.backend.tensorflow.trainer"
-_fused_scopes = 0
-
-
-@contextlib.contextmanager
-def fused_inference_scope():
-    """Inference traced inside uses the fused path too: for a `tf.function` of one's own
-    that stays in TensorFlow (never one handed to a converter)."""
-    global _fused_scopes
-    _fused_scopes += 1
-    try:
-        yield
-    finally:
-        _fused_scopes -= 1
-
-
-def _stays_in_tensorflow():
-    """Eager, inside `fused_inference_scope`, or traced by Keras' own train / test /
-    predict step (found on the call stack: a layer is not told who traces it)."""
-    if _fused_scopes or _tf().executing_eagerly():
-        return True
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_globals.get("__name__") == _KERAS_STEPS:
-            return True
-        frame = frame.f_back
-    return False
+# The older name of `trace_scope.staying_in_tensorflow`, kept for code written against it.
+fused_inference_scope = trace_scope.staying_in_tensorflow
 
 
 def choose(layer, training):
@@ -73,7 +41,7 @@ def choose(layer, training):
         return "reference"
     batch_stats = bool(training) and layer.attn.fuse_bn.trainable
     if not batch_stats:
-        return "fused" if _stays_in_tensorflow() else "reference"
+        return "fused" if trace_scope.stays_in_tensorflow() else "reference"
     if layer.rematerialize and not any(getattr(bn, "synchronized", False)
                                        for bn in layer.branch_bns):
         return "remat"

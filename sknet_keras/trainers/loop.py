@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sknet_keras.layers import sk_paths
+from sknet_keras.layers import trace_scope
 from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run_files
 from sknet_keras.trainers.checkpoints import CHECKPOINT_SUBDIR
 from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES
@@ -39,7 +39,7 @@ from sknet_keras.trainers.strategy import is_chief
 def run_evaluation(strategy, task, model, counter=None):
     """(top-1, top-5, examples) of `model` on the task's evaluation split."""
     def evaluate_batch(batch):
-        with sk_paths.fused_inference_scope():  # stays in TensorFlow: the fast SK path
+        with trace_scope.staying_in_tensorflow():  # never exported: the fast paths
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                     for v in strategy.run(task.validation_step, args=(batch, model))]
 
@@ -133,7 +133,11 @@ class Trainer:
                 self.model, self.optimizer, images, labels), jit_compile=True)
             self._forward_backward = lambda model, optimizer, images, labels: compiled(
                 images, labels)
-        self._train_loop = tf.function(self._train_loop_impl)
+        self._train_loop = tf.function(self._train_loop_in_process)
+
+    def _train_loop_in_process(self, iterator, steps):
+        with trace_scope.staying_in_tensorflow():  # never exported: the fast paths
+            return self._train_loop_impl(iterator, steps)
 
     @property
     def writer(self):

@@ -1,0 +1,48 @@
+"""Whether the graph being traced stays in this TensorFlow process, or may be handed on.
+
+Two fast paths build graphs that only this process's TensorFlow runs well:
+- the SK layers' XLA-fused inference (`sk_paths`): an XLA function inside a graph does not
+  survive conversion (tf2onnx leaves a node onnxruntime refuses; the LiteRT converter wrote
+  files with wrong logits, or NaN, without a word);
+- on TensorFlow's Eigen CPU kernels, TensorFlow's own oneDNN kernels called directly
+  (`onednn_kernels`): op types that TensorFlow builds without oneDNN (ARM, macOS) and the
+  converters do not know.
+They run only where the graph stays here: eagerly, in the steps Keras traces for `fit` /
+`evaluate` / `predict`, and inside `staying_in_tensorflow()` (the trainer's own loops, a
+user's `tf.function` that is not exported). Every other trace (`model.export` in any
+format, the LiteRT converter, tf2onnx, `tf.saved_model.save`, a user's own `tf.function`)
+gets plain TensorFlow ops that every converter and runtime takes.
+"""
+
+import contextlib
+import sys
+
+# The module whose traced steps (`predict`, `evaluate`, `fit`) stay in TensorFlow.
+_KERAS_STEPS = "keras.src.backend.tensorflow.trainer"
+_scopes = 0
+
+
+@contextlib.contextmanager
+def staying_in_tensorflow():
+    """Graphs traced inside stay in this process: they may use the fast paths above."""
+    global _scopes
+    _scopes += 1
+    try:
+        yield
+    finally:
+        _scopes -= 1
+
+
+def stays_in_tensorflow():
+    """Eager, inside `staying_in_tensorflow`, or traced by Keras' own train / test /
+    predict step (found on the call stack: a layer is not told who traces it)."""
+    import tensorflow as tf
+
+    if _scopes or tf.executing_eagerly():
+        return True
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == _KERAS_STEPS:
+            return True
+        frame = frame.f_back
+    return False
