@@ -5,7 +5,9 @@ TensorFlow's CPU kernels come in two sets, fixed when TensorFlow is imported:
   dilated convolutions with their gradients; bfloat16 kernels only where the CPU has native
   bfloat16 (`avx512_bf16` / `amx_bf16`).
 - Eigen (the default on CPUs without AVX-512, or `TF_ENABLE_ONEDNN_OPTS=0`): no gradient of a
-  grouped or dilated convolution, and Grappler's fused conv + BN kernel refuses groups.
+  grouped or dilated convolution, and Grappler's fused conv + BN kernel refuses groups. The
+  x86 builds still register the oneDNN kernels, which the layers then call directly where
+  a graph stays in this process (`onednn_kernels`).
 The layers choose their formulation from these facts when a function is traced.
 """
 

@@ -15,6 +15,7 @@ gets plain TensorFlow ops that every converter and runtime takes.
 """
 
 import contextlib
+import functools
 import sys
 
 # The module whose traced steps (`predict`, `evaluate`, `fit`) stay in TensorFlow.
@@ -31,6 +32,17 @@ def staying_in_tensorflow():
         yield
     finally:
         _scopes -= 1
+
+
+def traced_in_process(fn):
+    """`fn`, traced inside `staying_in_tensorflow()` (for `tf.function(traced_in_process(f))`:
+    a function that is never exported, like the trainer's loops)."""
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with staying_in_tensorflow():
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 def stays_in_tensorflow():

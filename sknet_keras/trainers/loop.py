@@ -133,11 +133,7 @@ class Trainer:
                 self.model, self.optimizer, images, labels), jit_compile=True)
             self._forward_backward = lambda model, optimizer, images, labels: compiled(
                 images, labels)
-        self._train_loop = tf.function(self._train_loop_in_process)
-
-    def _train_loop_in_process(self, iterator, steps):
-        with trace_scope.staying_in_tensorflow():  # never exported: the fast paths
-            return self._train_loop_impl(iterator, steps)
+        self._train_loop = tf.function(trace_scope.traced_in_process(self._train_loop_impl))
 
     @property
     def writer(self):
