@@ -522,8 +522,11 @@ def test_the_trainer_trains_a_tfds_dataset_it_has_no_entry_for(tmp_path):
 @pytest.mark.large
 def test_trained_shufflenet_v2_sk_quantizes_to_int8_and_keeps_its_accuracy(tmp_path):
     """The paper's mobile network, trained (digits, float32), then full int8 calibrated on its
-    validation split: the file's top-1 on the 360 validation images stays within 5 points of
-    the Keras model's (seen: 0.6694 both after 5 epochs), at under half the float size."""
+    validation split: the file keeps the Keras model's top-1 on the 360 validation images
+    within 12 points, and well above chance (0.10), at under half the float size. The drop
+    depends on the trained weights' trajectory: over 8 runs (seeds 0-2, 4 and 6 epochs, the
+    Eigen and oneDNN kernels, 2026-12-06) it was -0.3 to 9.7 points, float top-1 0.54-0.71;
+    a file with wrong scales or preprocessing lands near chance."""
     model_dir = tmp_path / "run"
     run_train(["--model=shufflenet_v2_x0_5_sk", "--epochs=4", "--mixed_precision=float32",
                "--export=weights", f"--model_dir={model_dir}"])
@@ -536,6 +539,6 @@ def test_trained_shufflenet_v2_sk_quantizes_to_int8_and_keeps_its_accuracy(tmp_p
     found = re.search(r"int8\.tflite ([0-9.]+), the Keras model ([0-9.]+)", quantized.stdout)
     int8_top1, keras_top1 = float(found[1]), float(found[2])
     assert abs(keras_top1 - result(str(model_dir))["val_top1"]) <= 1 / 360
-    assert int8_top1 >= keras_top1 - 0.05, (int8_top1, keras_top1)
+    assert int8_top1 >= max(keras_top1 - 0.12, 0.3), (int8_top1, keras_top1)
     float_values = sum(t.size for t in read_weights(str(model_dir / "final.weights.h5"))[0].values())
     assert os.path.getsize(tmp_path / "int8.tflite") < 4 * float_values / 2
