@@ -5,8 +5,9 @@
 - The training and evaluation commands (`sknet_keras.trainers.train` / `.evaluate`,
   `sknet-train`) run TensorFlow's oneDNN CPU kernels where the user has not set
   `TF_ENABLE_ONEDNN_OPTS`. TensorFlow turns them on itself only on AVX-512 CPUs; limited to
-  AVX2 they trained SKNet 1.1× (32², batch 64) to 1.3× (224²) faster than the Eigen kernels,
-  Keras' ResNet50 6× (docs/performance.md, 2026-12-05). The commands train and evaluate in
+  AVX2 they trained SKNet-50 (224²) 1.1× faster than the Eigen kernels (with the layers'
+  direct oneDNN calls), Keras' ResNet50 7× (32²); SKNet-26 at 32² is as fast on either
+  (docs/performance.md, 2026-12-06). The commands train and evaluate in
   batches, where oneDNN's per-call cost (at batch 1) does not matter.
   The variable only acts before TensorFlow is imported, which is why the commands choose
   and the library cannot. The other commands leave the kernels as TensorFlow picks.
