@@ -251,9 +251,10 @@ def test_onednn_kernels_run_only_in_graphs_that_stay_in_this_process(monkeypatch
         "xla", tf.function(in_scope, jit_compile=True)(x).numpy()))
     assert not direct_ops(lambda: outputs.setdefault(
         "own", tf.function(lambda t: model(t, training=False))(x).numpy()))
+    scale = np.abs(reference).max()  # random weights: logits of any size, compared to it
     for name, y in outputs.items():
-        np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4, err_msg=name)
-    assert np.abs(reference - reference[:1]).max() > 0.1  # images give different logits
+        np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+    assert np.abs(reference - reference[:1]).max() > 0.01 * scale  # each image its own logits
 
     model.compile(keras.optimizers.SGD(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -268,8 +269,9 @@ def test_onednn_kernels_run_only_in_graphs_that_stay_in_this_process(monkeypatch
         with open(tmp_path / path / "saved_model.pb", "rb") as f:
             assert b"_MklNative" not in f.read(), path
     served = tf.saved_model.load(str(tmp_path / "sm"))
-    np.testing.assert_allclose(served.serve(x).numpy(), model(x, training=False).numpy(),
-                               rtol=1e-4, atol=1e-4)
+    served_logits = model(x, training=False).numpy()
+    np.testing.assert_allclose(served.serve(x).numpy(), served_logits, rtol=1e-4,
+                               atol=1e-5 * np.abs(served_logits).max())
 
 
 @needs_onednn_ops
