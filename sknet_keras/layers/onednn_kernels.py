@@ -4,12 +4,13 @@
 that rewrites `Conv2D` into `_MklNativeConv2D` and so on: the x86 builds of TensorFlow register
 the oneDNN kernels either way, and a graph that names them runs them, with the ISA of the CPU
 it runs on (AVX2 included). On the Eigen kernels they are the fastest correct formulation
-measured for what Eigen does slowly (docs/performance.md, 2026-12-06; SKNet-50, batch 16,
-224², on 2 cores, oneDNN capped at AVX2 like an AVX2-only CPU):
-- grouped and dilated convolutions and their gradients: inference 1.2× and training 1.3×
-  faster than the best Eigen formulations (`group_conv`'s "blocked" and "space_to_batch");
-- training-mode BatchNorm and its gradient: with the convolutions, training 1.45× faster.
-Depthwise, dense and 1×1 convolutions measured no faster this way and stay on Eigen.
+measured for what Eigen does slowly (docs/performance.md, 2026-12-06; batch 16, 224², 2 cores):
+- grouped and dilated convolutions and their gradients: SKNet-50 inference 1.2× and training
+  1.2× faster than the best Eigen formulations (`group_conv`'s "blocked", "space_to_batch");
+- training-mode BatchNorm and its gradient: with the convolutions, SKNet-50 training 1.44×;
+- dense k×k convolutions in training: SE-ResNet-50's step 1.14× faster.
+Depthwise and 1×1 convolutions, and dense ones at inference, measured no faster this way
+and stay on Eigen.
 
 Written by hand because TensorFlow exposes these ops to no public API; `_kernel` is the label
 they are registered under. They are used only where `usable()` says so: a graph that stays in

@@ -8,10 +8,10 @@ Two fast paths build graphs that only this process's TensorFlow runs well:
   (`onednn_kernels`): op types that TensorFlow builds without oneDNN (ARM, macOS) and the
   converters do not know.
 They run only where the graph stays here: eagerly, in the steps Keras traces for `fit` /
-`evaluate` / `predict`, and inside `staying_in_tensorflow()` (the trainer's own loops, a
-user's `tf.function` that is not exported). Every other trace (`model.export` in any
-format, the LiteRT converter, tf2onnx, `tf.saved_model.save`, a user's own `tf.function`)
-gets plain TensorFlow ops that every converter and runtime takes.
+`evaluate` / `predict`, and inside `staying_in_tensorflow()` (the trainer's own loops; a
+user's `tf.function` traced there). Every other trace (`model.export` in any format, the
+LiteRT converter, tf2onnx, `tf.saved_model.save`, any other `tf.function`) gets plain
+TensorFlow ops that every converter and runtime takes.
 """
 
 import contextlib

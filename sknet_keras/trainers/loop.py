@@ -39,11 +39,10 @@ from sknet_keras.trainers.strategy import is_chief
 def run_evaluation(strategy, task, model, counter=None):
     """(top-1, top-5, examples) of `model` on the task's evaluation split."""
     def evaluate_batch(batch):
-        with trace_scope.staying_in_tensorflow():  # never exported: the fast paths
-            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                    for v in strategy.run(task.validation_step, args=(batch, model))]
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for v in strategy.run(task.validation_step, args=(batch, model))]
 
-    step = tf.function(evaluate_batch)
+    step = tf.function(trace_scope.traced_in_process(evaluate_batch))  # never exported
     top1 = top5 = count = 0.0
     dataset = task.build_inputs(strategy, training=False, counter=counter)
     for batch in pipeline.stop_on_bad_image(dataset):
