@@ -1,0 +1,68 @@
+"""Importing the layers chooses TensorFlow's caching CPU allocator only where it acts and the user
+left the choice open (`sknet_keras.layers.cpu_allocator`).
+
+Each case runs in a fresh process: TensorFlow fixes its allocator when its first op runs. A
+pooled allocator is the one that has statistics: `get_memory_info("CPU:0")` answers for
+the BFC pool (and for oneDNN's own), and raises for plain `malloc`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+_CHILD = """
+import json, os, sys
+import tensorflow as tf
+if {op_first}:
+    tf.constant(1.0) + 1.0  # the user's own op, before the layers are imported
+import sknet_keras.layers
+from sknet_keras.layers import cpu_allocator, kernel_support
+y = tf.reduce_sum(tf.ones((256, 1024, 1024)))  # 1 GiB, from whichever allocator was chosen
+try:
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+except ValueError:  # no statistics: TensorFlow's plain malloc allocator
+    peak = None
+print(json.dumps({{"onednn": kernel_support.onednn_enabled(), "peak": peak, "sum": float(y),
+                  "use_bfc": os.environ.get(cpu_allocator.USE_BFC),
+                  "limit_mb": os.environ.get(cpu_allocator.LIMIT_MB),
+                  "physical_mb": cpu_allocator._physical_memory_mb()}}))
+"""
+
+
+def _child(env_vars, op_first=False):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPU_ALLOCATOR_USE_BFC", "TF_CPU_BFC_MEM_LIMIT_IN_MB")}
+    env.update(env_vars)
+    proc = subprocess.run([sys.executable, "-c", _CHILD.format(op_first=op_first)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_eigen_kernels_get_the_caching_allocator_with_the_machines_memory_as_limit():
+    got = _child({"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert got["onednn"] is False and got["sum"] == 256 * 1024 * 1024
+    assert got["use_bfc"] == "true"
+    assert got["peak"] is not None and got["peak"] >= 1 << 30  # the pool served the 1 GiB
+    assert got["limit_mb"] == str(got["physical_mb"]) and got["physical_mb"] > 0
+
+
+@pytest.mark.parametrize("case", ["user_chose_malloc", "op_before_import"])
+def test_the_allocator_is_left_alone_where_the_user_chose_or_tensorflow_started(case):
+    if case == "user_chose_malloc":
+        got = _child({"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "false"})
+        assert got["use_bfc"] == "false"
+    else:  # too late to act: setting the variable would only mislead
+        got = _child({"TF_ENABLE_ONEDNN_OPTS": "0"}, op_first=True)
+        assert got["use_bfc"] is None
+    assert got["onednn"] is False and got["peak"] is None  # still malloc
+    assert got["sum"] == 256 * 1024 * 1024
+
+
+def test_the_onednn_kernels_keep_their_own_pool():
+    got = _child({"TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert got["onednn"] is True and got["use_bfc"] is None and got["limit_mb"] is None
+    assert got["sum"] == 256 * 1024 * 1024
