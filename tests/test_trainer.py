@@ -103,6 +103,10 @@ def test_small_sknet_learns_digits_and_writes_everything(tmp_path):
             config["data"]["normalization"], config["model"]["num_classes"],
             config["optimizer"]["learning_rate"]) == ("mini_sknet", "digits", 32, "torch", 10, 0.4)
     assert "img/s" in proc.stdout and "validation accuracy" in proc.stdout
+    # stdout is a pipe here: one plain line per loop (2 per epoch), no terminal codes
+    progress = [line for line in proc.stdout.splitlines() if " - img/s: " in line]
+    assert len(progress) == 3 * 2 and progress[-1].startswith("22/22 - "), proc.stdout[-2000:]
+    assert not set("\x1b\b\r") & set(proc.stdout), proc.stdout[-2000:]
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     events = [f for f in os.listdir(os.path.join(model_dir, "logs")) if "tfevents" in f]
     assert events

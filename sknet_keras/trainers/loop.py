@@ -34,6 +34,7 @@ from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run
 from sknet_keras.trainers.checkpoints import CHECKPOINT_SUBDIR
 from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES
 from sknet_keras.trainers.datasets import DataError
+from sknet_keras.trainers.progress import progress_bar
 from sknet_keras.trainers.strategy import is_chief
 
 def run_evaluation(strategy, task, model, counter=None):
@@ -276,8 +277,7 @@ class Trainer:
             if in_epoch == 0:  # (resumed midway, the checkpoint's sums are this epoch's)
                 self._reset_sums()
             before = self._read_sums()
-            bar = keras.utils.Progbar(steps_this_epoch,
-                                      stateful_metrics=["loss", "acc", "img/s", "lr"])
+            bar = progress_bar(steps_this_epoch, ["loss", "acc", "img/s", "lr"])
             self.log(f"epoch {epoch + 1}/{-(-total // per_epoch)}")
             done = in_epoch
             bar.update(done)
