@@ -233,6 +233,9 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
     assert (f"--model: {model_dir} holds a run of --model='mini_sknet', not 'sknet26'"
             in wrong_model[2].splitlines()[0])
     assert noted[0] == 0, noted[2]
+    # float32 that nobody asked for is the evaluation's default, and says so
+    assert ("\nprecision: float32 (the evaluation's default: exact; --mixed_precision to "
+            "change it (") in "\n" + noted[1], noted[1][:300]
     assert "note: --image_sizes=40 overrides the run's data.eval_image_sizes=32" in noted[1]
     assert "mini_sknet digits 40x40: top-1" in noted[1]
     assert classes[0] == 2
@@ -254,6 +257,7 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
     same = run_in_process("sknet_keras.trainers.evaluate", [
         f"--model_dir={model_dir}", "--image_sizes=40", f"--mixed_precision={precision}"],
         capsys)
+    assert f"\nprecision: {precision} (as requested (" in "\n" + same[1], same[1][:300]
     line = [l for l in again[1].splitlines() if l.startswith("mini_sknet digits 40x40")]
     assert line and line[0] in same[1], (again[1], same[1])
 

@@ -124,7 +124,10 @@ def main(argv, flag_values=FLAGS):
     flag_names = {}
     try:
         config, flag_names = resolve(flag_values)
-        results = run_experiment(config, "eval", flag_values.model_dir, notes=False)
+        source = ("as requested" if "runtime.precision" in config_flags.given(flag_values)
+                  else "the evaluation's default: exact; --mixed_precision to change it")
+        results = run_experiment(config, "eval", flag_values.model_dir, notes=False,
+                                 precision_source=source)
     except ConfigError as e:
         raise cli.UsageError(config_flags.describe(e, flag_names)) from None
     if flag_values.output:

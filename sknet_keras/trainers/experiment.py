@@ -28,9 +28,10 @@ class Experiment:
     strategy: object
 
 
-def resolve(config, log=print):
+def resolve(config, log=print, precision_source="as requested"):
     """The `Experiment` of `config`, or ConfigError naming the first field that cannot run;
-    logs the precision chosen and why (the run's first line)."""
+    logs the precision chosen and why (the run's first line; `precision_source`: where a
+    requested precision came from)."""
     from sknet_keras.applications import preprocessing_mode
     from sknet_keras.registry import get_model_config
     from sknet_keras.trainers.strategy import make_strategy
@@ -52,7 +53,7 @@ def resolve(config, log=print):
         changes["model.weights"] = os.path.abspath(weights)
     r = config.runtime
     try:
-        chosen, why = precision.choose(r.precision, r.strategy)
+        chosen, why = precision.choose(r.precision, r.strategy, precision_source)
     except ValueError as e:
         raise ConfigError("runtime.precision", str(e)) from None
     log(f"precision: {chosen} ({why})")
@@ -81,13 +82,13 @@ def resolve(config, log=print):
 
 
 def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log=print,
-                   notes=True):
+                   notes=True, precision_source="as requested"):
     """mode "train": train `config` in `model_dir` (resuming it; a finished run is checked and
     its exports redone where damaged), evaluate, write `exports` (EXPORT_FILES names) and
     result.json; returns the result. mode "eval": top-1 / top-5 of `model_dir`'s newest
     readable checkpoint, or else of `config.model.weights`, at `config.eval_sizes`; writes
     nothing; returns {size: {"top1", "top5", "examples"}}. `notes`: log each setting that
-    differs from the run's config.json."""
+    differs from the run's config.json; `precision_source`: see `resolve`."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}; got {mode!r}")
     unknown = [e for e in exports if e not in EXPORT_FILES]
@@ -102,7 +103,7 @@ def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log
                           "not resume needs a new or empty model_dir (nothing was changed)")
     if mode == "eval" and not model_dir and not config.model.weights:
         raise ConfigError("model.weights", "an evaluation needs a run's model_dir or weights")
-    experiment = resolve(config, log)
+    experiment = resolve(config, log, precision_source)
     if model_dir and resume:
         _check_resumable(experiment.config, model_dir, log, mode == "train", notes)
     if mode == "eval":

@@ -24,8 +24,9 @@ def _why_no_native_bfloat16():
             "compute bfloat16 natively")
 
 
-def choose(requested, strategy_name):
-    """(precision, reason) for `requested` (None: the hardware's default).
+def choose(requested, strategy_name, source="as requested"):
+    """(precision, reason) for `requested` (None: the hardware's default); `source` says where
+    a requested precision came from.
 
     Raises ValueError, in one line, for a precision this hardware cannot train in.
     """
@@ -43,4 +44,4 @@ def choose(requested, strategy_name):
     if requested == "bfloat16" and where == "cpu" and not native_bf16:
         raise ValueError(f"bfloat16: {_why_no_native_bfloat16()}, so TensorFlow has no "
                          f"bfloat16 kernels to train with here ({kernels}); use float32")
-    return requested, f"as requested ({kernels})"
+    return requested, f"{source} ({kernels})"
