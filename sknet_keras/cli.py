@@ -2,15 +2,11 @@
 
 - Errors in what the user asked for are one line on stderr (plus a hint to `--helpfull`)
   and exit status 2, not absl's usage dump or a traceback.
-- The training and evaluation commands (`sknet_keras.trainers.train` / `.evaluate`,
-  `sknet-train`) run TensorFlow's oneDNN CPU kernels where the user has not set
-  `TF_ENABLE_ONEDNN_OPTS`. TensorFlow turns them on itself only on AVX-512 CPUs; limited to
-  AVX2 they trained SKNet-50 (224²) 1.1× faster than the Eigen kernels (with the layers'
-  direct oneDNN calls), Keras' ResNet50 7× (32²); SKNet-26 at 32² is as fast on either
-  (docs/performance.md, 2026-12-06). The commands train and evaluate in
-  batches, where oneDNN's per-call cost (at batch 1) does not matter.
-  The variable only acts before TensorFlow is imported, which is why the commands choose
-  and the library cannot. The other commands leave the kernels as TensorFlow picks.
+- The commands leave TensorFlow's CPU kernels as TensorFlow picks them (oneDNN on AVX-512
+  CPUs, Eigen elsewhere, `TF_ENABLE_ONEDNN_OPTS` to choose). They used to turn oneDNN on
+  where the user had set nothing. With the layers' direct oneDNN calls and the caching CPU
+  allocator, the Eigen path now trains SKNet-50 (224²) and the README's SKNet-26 (32²) as fast
+  or faster (docs/performance.md, 2026-12-06).
 - TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
 """
@@ -46,25 +42,6 @@ def _quiet_tensorflow():
             os.close(saved)
 
 
-_BATCH_COMMANDS = ("sknet_keras.trainers.train", "sknet_keras.trainers.evaluate", "sknet-train")
-
-
-def _command():
-    """The module run by `python -m`, or the console script's name."""
-    argv = getattr(sys, "orig_argv", sys.argv)
-    if "-m" in argv[:-1]:
-        return argv[argv.index("-m") + 1]
-    return os.path.basename(sys.argv[0])
-
-
-def _choose_cpu_kernels():
-    if "tensorflow" in sys.modules or "TF_ENABLE_ONEDNN_OPTS" in os.environ:
-        return
-    if _command() in _BATCH_COMMANDS:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
-
-
-_choose_cpu_kernels()
 _quiet_tensorflow()
 
 from absl import app, flags  # noqa: E402
@@ -93,12 +70,22 @@ def fail(message, program=None):
     sys.exit(2)
 
 
-def _parse_flags(program):
+def _parse_flags(program, check=None):
     def parse(argv):
         try:
-            return flags.FLAGS(argv)
+            argv = flags.FLAGS(argv)
         except flags.Error as e:  # an unknown flag, a bad value: one line, status 2
             fail(e, program)
+        # absl's --only_check_args: exit after parsing, and after the command's own checks.
+        # (Exiting here, not in absl: absl skips it when app.run ran before in the process.)
+        if flags.FLAGS["only_check_args"].value:
+            try:
+                if check is not None:
+                    check(flags.FLAGS)
+            except USER_ERRORS as e:
+                fail(e, program)
+            sys.exit(0)
+        return argv
 
     return parse
 
@@ -115,8 +102,9 @@ def _help_from(module):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def run(main, program=None):
-    """`absl.app.run(main)` with one-line errors for user errors."""
+def run(main, program=None, check=None):
+    """`absl.app.run(main)` with one-line errors for user errors; `check(flags)`, where
+    given, is what `--only_check_args` runs before absl exits."""
     _help_from(sys.modules.get(main.__module__))
 
     def guarded(argv):
@@ -131,4 +119,4 @@ def run(main, program=None):
                 raise
             fail(e.strerror if e.strerror and e.strerror.startswith("the disk") else e, program)
 
-    app.run(guarded, flags_parser=_parse_flags(program))
+    app.run(guarded, flags_parser=_parse_flags(program, check))

@@ -76,6 +76,19 @@ def test_bad_flags_fail_at_once_in_one_line_naming_the_flag(args, message, tmp_p
     assert not model_dir.exists(), args  # nothing half-made
 
 
+def test_only_check_args_makes_the_runs_checks_and_writes_nothing(tmp_path, capsys):
+    """absl's --only_check_args exits after parsing; the trainer's own checks run first."""
+    model_dir = tmp_path / "run"
+    for args, message in BAD_FLAGS:
+        code, _, stderr = run_in_process("sknet_keras.trainers.train", args + [
+            "--only_check_args", f"--model_dir={model_dir}"], capsys)
+        assert code == 2 and message in stderr.strip().splitlines()[0], (args, stderr)
+    code, stdout, stderr = run_in_process("sknet_keras.trainers.train", [
+        "--only_check_args", "--model=mini_sknet", f"--model_dir={model_dir}"], capsys)
+    assert code == 0 and not stdout and not stderr.strip(), stderr
+    assert not model_dir.exists()
+
+
 def test_every_setting_has_a_short_and_a_dotted_flag_and_they_agree(tmp_path, capsys):
     """The flags are derived from the config's fields: each field is settable both ways, and
     --config_file / --params_override / flags apply in that order over the recipe."""

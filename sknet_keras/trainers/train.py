@@ -59,6 +59,26 @@ def export_formats(values):
     return tuple(dict.fromkeys(values))
 
 
+def _config(f):
+    """(config, flag names) of the run the flags ask for; an evaluation of a run (--mode=eval)
+    starts from the run's own settings."""
+    run = read_config(f.model_dir) if f.mode == "eval" and os.path.isdir(f.model_dir) else None
+    return config_flags.config_from_flags(f, base=run)
+
+
+def check(flag_values=FLAGS):
+    """--only_check_args: every check a run makes before it starts, with nothing written."""
+    from sknet_keras.trainers.experiment import resolve
+
+    export_formats(flag_values.export)
+    flag_names = {}
+    try:
+        config, flag_names = _config(flag_values)
+        resolve(config, log=lambda *args: None)
+    except ConfigError as e:
+        raise cli.UsageError(config_flags.describe(e, flag_names)) from None
+
+
 def main(argv, flag_values=FLAGS):
     del argv
     from sknet_keras.trainers.checkpoints import latest_checkpoint
@@ -71,9 +91,7 @@ def main(argv, flag_values=FLAGS):
     created = not os.path.exists(model_dir)
     flag_names = {}
     try:
-        # An evaluation of a run (--mode=eval) starts from the run's own settings.
-        run = read_config(model_dir) if f.mode == "eval" and os.path.isdir(model_dir) else None
-        config, flag_names = config_flags.config_from_flags(f, base=run)
+        config, flag_names = _config(f)
         run_experiment(config, f.mode, model_dir, resume=f.resume, exports=formats,
                        log=_print)
     except Preempted as e:  # not an error: the run's progress is saved
@@ -96,7 +114,7 @@ def _print(*args):
 def run():
     logging.set_verbosity(logging.WARNING)
     define_flags()
-    cli.run(main, "sknet_keras.trainers.train")
+    cli.run(main, "sknet_keras.trainers.train", check=check)
 
 
 if __name__ == "__main__":
