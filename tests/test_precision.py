@@ -77,7 +77,8 @@ def test_the_trainer_says_its_precision_first_and_refuses_bf16_it_cannot_train(t
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     first = run.stdout.splitlines()[0]
-    # The commands run oneDNN unless TF_ENABLE_ONEDNN_OPTS says otherwise (sknet_keras.cli).
+    # TensorFlow turns oneDNN on by default on CPUs with native bf16 (and the commands leave
+    # that choice to it), unless TF_ENABLE_ONEDNN_OPTS says otherwise.
     native = _native_bf16() and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
     assert first.startswith(f"precision: {'bfloat16' if native else 'float32'} (default")
     if native:
