@@ -79,6 +79,8 @@ def _parse_flags(program, check=None):
         # absl's --only_check_args: exit after parsing, and after the command's own checks.
         # (Exiting here, not in absl: absl skips it when app.run ran before in the process.)
         if flags.FLAGS["only_check_args"].value:
+            if len(argv) > 1:
+                fail(f"unexpected arguments: {' '.join(argv[1:])}", program)
             try:
                 if check is not None:
                     check(flags.FLAGS)

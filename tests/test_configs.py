@@ -87,6 +87,13 @@ def test_only_check_args_makes_the_runs_checks_and_writes_nothing(tmp_path, caps
         "--only_check_args", "--model=mini_sknet", f"--model_dir={model_dir}"], capsys)
     assert code == 0 and not stdout and not stderr.strip(), stderr
     assert not model_dir.exists()
+    code, _, stderr = run_in_process("sknet_keras.trainers.train", [
+        "--only_check_args", "stray"], capsys)
+    assert code == 2 and "unexpected arguments: stray" in stderr.splitlines()[0], stderr
+    for args, message in EVALUATE_CASES:
+        code, _, stderr = run_in_process("sknet_keras.trainers.evaluate",
+                                         args + ["--only_check_args"], capsys)
+        assert code == 2 and message in stderr.strip().splitlines()[0], (args, stderr)
 
 
 def test_every_setting_has_a_short_and_a_dotted_flag_and_they_agree(tmp_path, capsys):

@@ -26,7 +26,7 @@ def _first_command():
 
 
 def _stated_accuracy(text):
-    # "prints the validation accuracy (0.956 in that run; ...; at least 0.85 on any CPU, ..."
+    # "... chance is 0.10; at least 0.85 on any CPU, which ..."
     found = re.search(r"at\s+least\s+([0-9.]+)\s+on\s+any\s+CPU", text)  # across line breaks
     assert found, "the README no longer states the first command's accuracy"
     return float(found.group(1))

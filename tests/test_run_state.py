@@ -258,6 +258,10 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
         f"--model_dir={model_dir}", "--image_sizes=40", f"--mixed_precision={precision}"],
         capsys)
     assert f"\nprecision: {precision} (as requested (" in "\n" + same[1], same[1][:300]
+    overridden = run_in_process("sknet_keras.trainers.evaluate", [
+        f"--model_dir={model_dir}", "--image_sizes=40",
+        f"--params_override=runtime.precision={precision}"], capsys)
+    assert f"\nprecision: {precision} (as requested (" in "\n" + overridden[1], overridden
     line = [l for l in again[1].splitlines() if l.startswith("mini_sknet digits 40x40")]
     assert line and line[0] in same[1], (again[1], same[1])
 

@@ -19,7 +19,12 @@ conditions:
 - no op has run yet.
 Otherwise the allocator stays as TensorFlow chose it. The pool's limit is the machine's
 memory (TensorFlow's own default limit is 64 GiB), so that no allocation that `malloc` would
-serve is refused.
+serve is refused; where the memory cannot be read, nothing is chosen. Like oneDNN's pool, it
+keeps a process's peak for reuse rather than returning it to the OS
+(`TF_CPU_ALLOCATOR_USE_BFC=false` keeps `malloc`).
+
+Child processes inherit the variables. `MARKER` records that this module set them, so that a
+child running the oneDNN kernels, which have their own pool, drops them again.
 """
 
 import os
@@ -28,6 +33,7 @@ from sknet_keras.layers import kernel_support
 
 USE_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
 LIMIT_MB = "TF_CPU_BFC_MEM_LIMIT_IN_MB"
+MARKER = "SKNET_KERAS_CHOSE_CPU_ALLOCATOR"
 
 
 def _runtime_started():
@@ -40,7 +46,7 @@ def _runtime_started():
 def _physical_memory_mb():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: TensorFlow's default
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
         return None
 
 
@@ -49,12 +55,21 @@ def use_caching_allocator():
     module doc); returns whether this call chose it."""
     import keras
 
-    if USE_BFC in os.environ or keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or _runtime_started():
         return False
-    if kernel_support.onednn_enabled() or _runtime_started():
+    chosen_by_a_parent = os.environ.get(MARKER, "").split(",")
+    if kernel_support.onednn_enabled():
+        if USE_BFC in chosen_by_a_parent:  # oneDNN has its own pool
+            for name in chosen_by_a_parent + [MARKER]:
+                os.environ.pop(name, None)
         return False
-    os.environ[USE_BFC] = "true"
+    if USE_BFC in os.environ:
+        return False
     memory_mb = _physical_memory_mb()
-    if memory_mb and LIMIT_MB not in os.environ:
-        os.environ[LIMIT_MB] = str(memory_mb)
+    if not memory_mb:
+        return False
+    chosen = [USE_BFC] + ([] if LIMIT_MB in os.environ else [LIMIT_MB])
+    os.environ[USE_BFC] = "true"
+    os.environ.setdefault(LIMIT_MB, str(memory_mb))
+    os.environ[MARKER] = ",".join(chosen)  # for child processes (module doc)
     return True

@@ -124,7 +124,7 @@ def main(argv, flag_values=FLAGS):
     flag_names = {}
     try:
         config, flag_names = resolve(flag_values)
-        source = ("as requested" if "runtime.precision" in config_flags.given(flag_values)
+        source = ("as requested" if "runtime.precision" in flag_names  # flag, override, file
                   else "the evaluation's default: exact; --mixed_precision to change it")
         results = run_experiment(config, "eval", flag_values.model_dir, notes=False,
                                  precision_source=source)
@@ -135,9 +135,21 @@ def main(argv, flag_values=FLAGS):
             json.dump({str(k): v for k, v in results.items()}, f, indent=2)
 
 
+def check(flag_values=FLAGS):
+    """--only_check_args: the evaluation's checks of its flags and config, nothing run."""
+    from sknet_keras.trainers.experiment import check_config
+
+    flag_names = {}
+    try:
+        config, flag_names = resolve(flag_values)
+        check_config(config)
+    except ConfigError as e:
+        raise cli.UsageError(config_flags.describe(e, flag_names)) from None
+
+
 def run():
     define_flags()
-    cli.run(main, "sknet_keras.trainers.evaluate")
+    cli.run(main, "sknet_keras.trainers.evaluate", check=check)
 
 
 if __name__ == "__main__":

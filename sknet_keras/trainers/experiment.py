@@ -81,6 +81,22 @@ def resolve(config, log=print, precision_source="as requested"):
     return Experiment(config, spec, strategy)
 
 
+def check_config(config):
+    """What `resolve` checks, with nothing built, for --only_check_args. A TPU or multi-worker
+    strategy is not made (that would contact the TPU, or wait for every worker): for those
+    only the config itself is validated."""
+    from sknet_keras.trainers.strategy import check_cluster
+
+    if config.runtime.strategy in ("tpu", "multi_worker_mirrored"):
+        config.validate()
+        try:
+            check_cluster(config.runtime.strategy)
+        except ValueError as e:
+            raise ConfigError("runtime.strategy", str(e)) from None
+    else:
+        resolve(config, log=lambda *args: None)
+
+
 def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log=print,
                    notes=True, precision_source="as requested"):
     """mode "train": train `config` in `model_dir` (resuming it; a finished run is checked and

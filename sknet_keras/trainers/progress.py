@@ -10,6 +10,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 
 def progress_bar(target, stateful_metrics):
@@ -21,7 +22,7 @@ def progress_bar(target, stateful_metrics):
 
 
 def _shown(value):
-    value = float(value)
+    value = float(np.mean(keras.ops.convert_to_numpy(value)))  # as Progbar: a mean
     return f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}"
 
 
@@ -32,7 +33,7 @@ class PlainProgress:
         self.target = target
         self.start = time.perf_counter()
 
-    def update(self, current, values=None):
+    def update(self, current, values=None, finalize=None):
         if not values:  # the epoch's opening call: nothing measured yet
             return
         fields = "".join(f" - {name}: {_shown(value)}" for name, value in values)

@@ -20,14 +20,20 @@ def split_cpu(replicas):
             f"({e})") from None
 
 
-def make_strategy(name="default", cpu_replicas=1, tpu_address=None):
-    """Build the `tf.distribute.Strategy` named `name` (configs.STRATEGIES; the config
-    checks the names and the replica count)."""
+def check_cluster(name):
+    """What a strategy needs from the environment, checked without building it."""
     if name == "multi_worker_mirrored":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("multi_worker_mirrored needs the TF_CONFIG environment variable "
                              "(cluster and task of this worker)")
         json.loads(os.environ["TF_CONFIG"])  # fail here, clearly, on malformed JSON
+
+
+def make_strategy(name="default", cpu_replicas=1, tpu_address=None):
+    """Build the `tf.distribute.Strategy` named `name` (configs.STRATEGIES; the config
+    checks the names and the replica count)."""
+    check_cluster(name)
+    if name == "multi_worker_mirrored":
         if cpu_replicas > 1:
             split_cpu(cpu_replicas)
         return tf.distribute.MultiWorkerMirroredStrategy(

@@ -67,14 +67,15 @@ def _config(f):
 
 
 def check(flag_values=FLAGS):
-    """--only_check_args: every check a run makes before it starts, with nothing written."""
-    from sknet_keras.trainers.experiment import resolve
+    """--only_check_args: the checks of the flags and the config a run makes before it starts
+    (not those against a run already in --model_dir), with nothing written."""
+    from sknet_keras.trainers.experiment import check_config
 
     export_formats(flag_values.export)
     flag_names = {}
     try:
         config, flag_names = _config(flag_values)
-        resolve(config, log=lambda *args: None)
+        check_config(config)
     except ConfigError as e:
         raise cli.UsageError(config_flags.describe(e, flag_names)) from None
 
