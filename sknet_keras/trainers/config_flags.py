@@ -191,3 +191,16 @@ def describe(error, sources):
     head = error.source or sources.get(error.field) or (
         flag(error.field) if error.field in FIELDS else f"--{error.field}")
     return f"{head}: {what}{got}"
+
+
+def check_command(make_config, check_config):
+    """A command's --only_check_args: `make_config()` gives (config, flag names), then
+    `check_config(config)`; a ConfigError becomes the one-line error naming the flag."""
+    from sknet_keras.cli import UsageError
+
+    flag_names = {}
+    try:
+        config, flag_names = make_config()
+        check_config(config)
+    except ConfigError as e:
+        raise UsageError(describe(e, flag_names)) from None

@@ -139,12 +139,7 @@ def check(flag_values=FLAGS):
     """--only_check_args: the evaluation's checks of its flags and config, nothing run."""
     from sknet_keras.trainers.experiment import check_config
 
-    flag_names = {}
-    try:
-        config, flag_names = resolve(flag_values)
-        check_config(config)
-    except ConfigError as e:
-        raise cli.UsageError(config_flags.describe(e, flag_names)) from None
+    config_flags.check_command(lambda: resolve(flag_values), check_config)
 
 
 def run():

@@ -72,12 +72,7 @@ def check(flag_values=FLAGS):
     from sknet_keras.trainers.experiment import check_config
 
     export_formats(flag_values.export)
-    flag_names = {}
-    try:
-        config, flag_names = _config(flag_values)
-        check_config(config)
-    except ConfigError as e:
-        raise cli.UsageError(config_flags.describe(e, flag_names)) from None
+    config_flags.check_command(lambda: _config(flag_values), check_config)
 
 
 def main(argv, flag_values=FLAGS):
