@@ -108,7 +108,7 @@ def _data(batch_size, image_size, seed=0):
 def runners(model, x, y, modes, jit_compile):
     import tensorflow as tf
 
-    from sknet_keras.layers import trace_scope
+    from sknet_keras.layers.accel import trace_scope
 
     def call(t):
         with trace_scope.staying_in_tensorflow():  # a function that is never exported
@@ -261,7 +261,7 @@ def main(argv):
         raise app.UsageError(f"--modes: unknown mode(s) {sorted(unknown)}")
     import tensorflow as tf
 
-    from sknet_keras.layers import kernel_support
+    from sknet_keras.layers.accel import kernel_support
 
     kernels = kernel_support.describe()
     print(f"batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}, "

@@ -2,13 +2,13 @@
 
 - Errors in what the user asked for are one line on stderr (plus a hint to `--helpfull`)
   and exit status 2, not absl's usage dump or a traceback.
-- The commands leave TensorFlow's CPU kernels as TensorFlow picks them (oneDNN on AVX-512
-  CPUs, Eigen elsewhere, `TF_ENABLE_ONEDNN_OPTS` to choose). They used to turn oneDNN on
-  where the user had set nothing. With the layers' direct oneDNN calls and the caching CPU
-  allocator, the Eigen path now trains SKNet-50 (224²) and the README's SKNet-26 (32²) as fast
-  or faster (docs/performance.md, 2026-12-06).
+- The commands leave TensorFlow's CPU kernels as TensorFlow picks them (`TF_ENABLE_ONEDNN_OPTS`
+  to choose): with the layers' direct oneDNN calls and the caching CPU allocator, the Eigen
+  path trains the package's models as fast as oneDNN's (docs/performance.md).
 - TensorFlow's C++ start-up chatter (oneDNN notices, the CPU-only "failed call to cuInit")
   is hidden unless the user set TF_CPP_MIN_LOG_LEVEL. Import this module before TensorFlow.
+- A command owns its process, so it chooses TensorFlow's caching CPU allocator where the
+  Eigen kernels run (`sknet_keras.cpu_allocator`), which importing the library never does.
 """
 
 import errno
@@ -45,6 +45,10 @@ def _quiet_tensorflow():
 _quiet_tensorflow()
 
 from absl import app, flags  # noqa: E402
+
+from sknet_keras import cpu_allocator  # noqa: E402
+
+cpu_allocator.use_caching_allocator()
 
 from sknet_keras.extras import MissingExtraError  # noqa: E402
 

@@ -7,7 +7,18 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import sknet_keras  # noqa: E402
 from sknet_keras.registry import MODELS, ResNetConfig  # noqa: E402
+
+if os.environ.get("SKNET_KERAS_TEST_INSTALLED"):  # CI: the tests of the installed wheel
+    _source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert not os.path.abspath(sknet_keras.__file__).startswith(_source + os.sep), (
+        f"SKNET_KERAS_TEST_INSTALLED: sknet_keras was imported from the source tree "
+        f"({sknet_keras.__file__}), not from the installed wheel")
+
+# The test process is the user's: it chooses the caching CPU allocator as the commands do
+# (importing the package never does), so that the tests train at the commands' speed.
+sknet_keras.use_caching_allocator()
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 # Large reference files stay outside the repository (tests/data/README.md); CI has them beside the clone.

@@ -146,16 +146,17 @@ _JAX_PATHS_CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 import conftest, jax, jax.numpy as jnp, numpy as np
-from sknet_keras.layers import GroupConv2D, group_conv
+from sknet_keras.layers import GroupConv2D
+from sknet_keras.layers.accel import conv_paths
 from test_kernel_paths import CONVS, numpy_conv_and_grads
 chosen_paths = {{}}
 rng = np.random.default_rng(0)
-choose = group_conv.conv_path
+choose = conv_paths.conv_path
 for kernel, stride, dilation, groups, channels, size in CONVS:
     chosen = choose(groups, channels, (dilation, dilation), "float32", channels)
     chosen_paths[str((kernel, stride, dilation, groups, channels))] = chosen
     for path in ("keras", "split") + (("taps",) if groups == channels else ()):
-        group_conv.conv_path = lambda *args, path=path: path
+        conv_paths.conv_path = lambda *args, path=path: path
         x = rng.standard_normal((2, size, size + 1, channels)).astype("float32")
         layer = GroupConv2D(channels, kernel, strides=stride, dilation_rate=dilation,
                             groups=groups)
@@ -181,7 +182,7 @@ print("CHOSEN", chosen_paths)
 
 
 def test_every_jax_conv_path_equals_numpy():
-    """JAX on the CPU runs grouped convs per group and depthwise ones as taps (group_conv's
+    """JAX on the CPU runs grouped convs per group and depthwise ones as taps (conv_paths'
     table): each formulation's output and gradients against NumPy's, for every conv shape."""
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")

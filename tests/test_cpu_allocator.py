@@ -1,5 +1,6 @@
-"""Importing the layers chooses TensorFlow's caching CPU allocator only where it acts and the user
-left the choice open (`sknet_keras.layers.cpu_allocator`).
+"""`sknet_keras.use_caching_allocator()` (the commands call it; importing never does) chooses
+TensorFlow's caching CPU allocator only where it acts and the user left the choice open
+(`sknet_keras.cpu_allocator`).
 
 Each case runs in a fresh process: TensorFlow fixes its allocator when its first op runs. A
 pooled allocator is the one that has statistics: `get_memory_info("CPU:0")` answers for
@@ -21,8 +22,10 @@ import json, os, sys
 import tensorflow as tf
 if {op_first}:
     tf.constant(1.0) + 1.0  # the user's own op, before the layers are imported
-import sknet_keras.layers
-from sknet_keras.layers import cpu_allocator, kernel_support
+import sknet_keras, sknet_keras.layers
+sknet_keras.use_caching_allocator()
+from sknet_keras import cpu_allocator
+from sknet_keras.layers.accel import kernel_support
 y = tf.reduce_sum(tf.ones((256, 1024, 1024)))  # 1 GiB, from whichever allocator was chosen
 try:
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]

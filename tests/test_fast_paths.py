@@ -109,14 +109,14 @@ def test_fused_path_runs_only_where_the_graph_stays_in_tensorflow(monkeypatch, t
     """Eager calls, `predict` and `trace_scope.staying_in_tensorflow` take the XLA-fused path; any
     other trace (exports, converters, a user's tf.function) gets plain ops, and the
     exported graph holds no XLA function."""
-    from sknet_keras.layers import sk_paths, trace_scope
+    from sknet_keras.layers.accel import sk_paths, trace_scope
 
     model = build_model(MINI_SKRESNEXT, input_shape=(32, 32, 3), classes=5)
     x = np.zeros((2, 32, 32, 3), "float32")
     calls = []
     real = sk_paths.fused_inference
     monkeypatch.setattr(sk_paths, "fused_inference",
-                        lambda layer, inputs: calls.append(layer.name) or real(layer, inputs))
+                        lambda layer, inputs, f: calls.append(layer.name) or real(layer, inputs, f))
     sk_layers = sum(isinstance(layer, SelectiveKernel) for layer in model.layers)
 
     def fused_calls(run):

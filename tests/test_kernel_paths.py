@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from conftest import MINI_SKRESNEXT
 from sknet_keras.applications import build_model
-from sknet_keras.layers import (GroupConv2D, PointwiseConv2D, group_conv, kernel_support,
-                                onednn_kernels, trace_scope)
+from sknet_keras.layers import GroupConv2D, PointwiseConv2D
+from sknet_keras.layers.accel import conv_paths, kernel_support, onednn_kernels, trace_scope
 from sknet_keras.registry import MODELS
 
 pytestmark = pytest.mark.kernels
@@ -102,7 +102,7 @@ def _cases():
 def test_conv_path_forward_and_gradients_equal_numpy(kernel, stride, dilation, groups,
                                                      channels, size, path, training, rng,
                                                      monkeypatch):
-    monkeypatch.setattr(group_conv, "conv_path", lambda *args: path)
+    monkeypatch.setattr(conv_paths, "conv_path", lambda *args: path)
     x = tf.constant(rng.standard_normal((2, size, size + 1, channels)).astype("float32"))
     layer = GroupConv2D(channels, kernel, strides=stride, dilation_rate=dilation,
                         groups=groups)
@@ -149,7 +149,7 @@ def test_pointwise_conv_forward_and_gradients_equal_numpy(stride, training, rng)
     for name, g, w in (("output", y, want_y), ("input gradient", dx, want_dx),
                        ("kernel gradient", dw, want_dw)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3, err_msg=name)
-    path = group_conv.conv_path(1, 16, (1, 1), "float32", 8, (1, 1), training)
+    path = conv_paths.conv_path(1, 16, (1, 1), "float32", 8, (1, 1), training)
     eigen = not (kernel_support.onednn_enabled() or kernel_support.gpu_available())
     assert path == ("matmul" if training and eigen else "native")
 
@@ -158,13 +158,13 @@ def test_blocks_hold_whole_groups_up_to_sixteen_input_channels():
     # (groups, channels per group) -> groups per block: as many as fit 16 channels, a divisor
     cases = {(32, 4): 4, (32, 8): 2, (32, 16): 1, (32, 32): 1, (64, 2): 8, (6, 6): 2,
              (3, 5): 3, (2, 4): 2, (5, 4): 1}
-    got = {case: group_conv.blocked_groups(*case) for case in cases}
+    got = {case: conv_paths.blocked_groups(*case) for case in cases}
     assert got == cases
 
 
 def test_the_chosen_path_is_one_this_process_can_differentiate():
     for kernel, stride, dilation, groups, channels, size in CONVS:
-        chosen = group_conv.conv_path(groups, channels, (dilation, dilation), "float32",
+        chosen = conv_paths.conv_path(groups, channels, (dilation, dilation), "float32",
                                       channels, (kernel, kernel))
         assert chosen in paths_this_process_runs(groups, channels, dilation, kernel)
 
@@ -430,15 +430,15 @@ def test_family_training_step_equals_sliced_convolutions(family, monkeypatch):
     got = one_training_step(config)
     assert np.isfinite(got[0])
     keras.backend.clear_session()
-    real = group_conv._tf_conv
+    real = conv_paths.tf_conv
 
     def reference(path, x, kernel, groups, strides, dilation, padding, kernel_size,
                   training=True):
         return sliced_conv(x, kernel, groups, strides, dilation, padding, kernel_size)
 
-    monkeypatch.setattr(group_conv, "_tf_conv", reference)
+    monkeypatch.setattr(conv_paths, "tf_conv", reference)
     want = one_training_step(config)
-    monkeypatch.setattr(group_conv, "_tf_conv", real)
+    monkeypatch.setattr(conv_paths, "tf_conv", real)
     _assert_steps_equal(got, want, family)
 
 
@@ -466,7 +466,7 @@ import sys, pickle
 sys.path.insert(0, {tests!r})
 import conftest
 from test_kernel_paths import family_config, one_training_step, FAMILY_NAMES
-from sknet_keras.layers import kernel_support, onednn_kernels
+from sknet_keras.layers.accel import kernel_support, onednn_kernels
 made, real = set(), onednn_kernels._op
 onednn_kernels._op = lambda op_type, *a, **k: made.add(op_type) or real(op_type, *a, **k)
 out = {{"onednn": kernel_support.onednn_enabled(),

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sknet_keras.layers import kernel_support
+from sknet_keras.layers.accel import kernel_support
 from sknet_keras.trainers import precision
 
 

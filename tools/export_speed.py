@@ -88,7 +88,7 @@ def main():
     parser.add_argument("--output", default="export_speed.json")
     args = parser.parse_args()
     from sknet_keras import cli  # noqa: F401 (quiets TensorFlow's start-up)
-    from sknet_keras.layers import kernel_support
+    from sknet_keras.layers.accel import kernel_support
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from sknet_keras.layers import SelectiveKernel
+from sknet_keras.layers.nesting import nested_layers
 
 # Layer name → the paper's unit name. ResNet family: conv{stage}_block{unit}_{i}_sk;
 # ShuffleNetV2 + SK: stage{stage}_unit{unit}_..._sk. Unmatched names pass through.
@@ -37,7 +38,7 @@ def sk_units(model):
     A unit whose paper name is already taken keeps its layer name, so no unit is lost.
     """
     units = {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in nested_layers(model):
         if isinstance(layer, SelectiveKernel) and layer.return_attention:
             name = paper_unit_name(layer.name)
             units[layer.name if name in units else name] = layer

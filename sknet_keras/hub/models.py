@@ -115,8 +115,8 @@ class _ImageConverter(keras_hub.layers.ImageConverter):
         super().__init__(**kwargs)
         self.channel_order = channel_order
 
-    def _call_python(self, inputs):
-        outputs = super()._call_python(inputs)
+    def call(self, inputs):
+        outputs = super().call(inputs)
         if self.channel_order == "rgb":
             return outputs
         if isinstance(outputs, dict):

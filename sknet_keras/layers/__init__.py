@@ -1,11 +1,9 @@
 """Keras layers of sknet_keras: SK convolution, SE block, the grouped conv they share, and
 the few layers other families need (channel shuffle, Caffe-semantics pooling).
 
-Importing them chooses TensorFlow's caching CPU allocator where its Eigen kernels are in use
-and nothing has run yet (`cpu_allocator`).
+Importing them changes nothing in the process (no environment variable, no TensorFlow
+setting). How they run fastest on each backend and CPU is `sknet_keras.layers.accel`.
 """
-
-from sknet_keras.layers import cpu_allocator
 
 from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.caffe_pooling import CaffePooling2D
@@ -14,8 +12,6 @@ from sknet_keras.layers.group_conv import GroupConv2D
 from sknet_keras.layers.pointwise_conv import PointwiseConv2D
 from sknet_keras.layers.selective_kernel import SelectiveKernel, SelectiveKernelAttn
 from sknet_keras.layers.squeeze_excite import SqueezeExcite
-
-cpu_allocator.use_caching_allocator()
 
 __all__ = ["BatchNorm", "CaffePooling2D", "ChannelShuffle", "ChannelSplit", "GroupConv2D",
            "PointwiseConv2D", "SelectiveKernel", "SelectiveKernelAttn", "SqueezeExcite"]

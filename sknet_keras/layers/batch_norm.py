@@ -16,7 +16,8 @@ Keras' implementation.
 import keras
 from keras import ops
 
-from sknet_keras.layers import onednn_kernels, options
+from sknet_keras.layers import options
+from sknet_keras.layers.accel import kernel_support, onednn_kernels
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
 
@@ -37,8 +38,6 @@ def _fold_costs_per_call(batch_size):
     from batch 2 up folding is 0–7 % faster (docs/performance.md). A batch size unknown when
     traced (a served model) may be 1, so it is not folded there either. The Eigen kernels
     and the GPU fold at every batch size."""
-    from sknet_keras.layers import kernel_support
-
     return (batch_size in (None, 1) and kernel_support.onednn_enabled()
             and not kernel_support.gpu_available())
 

@@ -1,8 +1,8 @@
 """PointwiseConv2D: Keras' 1×1 `Conv2D`, whose training step on TensorFlow's Eigen kernels is
 a matrix product.
 
-TensorFlow's Eigen CPU kernels (its default without AVX-512) differentiate a 1×1 convolution
-up to 2.6× slower than the same matrix product (docs/performance.md, 2026-12-05). A subclass
+TensorFlow's Eigen CPU kernels differentiate a 1×1 convolution slower than the same matrix
+product (docs/performance.md). A subclass
 of `Conv2D` rather than a `GroupConv2D`, so that its variables, weights files and training
 checkpoints stay those of the `Conv2D` it replaces in the ResNet family. For the same reason
 the class itself is named `Conv2D` (exported as `PointwiseConv2D`): Keras' `.weights.h5` files
@@ -14,13 +14,13 @@ loads unchanged (tests/test_layers.py).
 import keras
 from keras import ops
 
-from sknet_keras.layers import group_conv
+from sknet_keras.layers.accel import conv_paths
 
 
 @keras.saving.register_keras_serializable(package="sknet_keras")
 class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` restricted to 1×1, ungrouped, undilated, NHWC, "valid"; it
-    computes what `Conv2D` computes, with the formulation `group_conv.conv_path` picks."""
+    computes what `Conv2D` computes, with the formulation `conv_paths.conv_path` picks."""
 
     def __init__(self, filters, kernel_size=1, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
@@ -34,12 +34,12 @@ class Conv2D(keras.layers.Conv2D):
                 f"data_format {self.data_format!r}")
 
     def call(self, inputs, training=None):
-        path = group_conv.conv_path(1, inputs.shape[-1], (1, 1), self.compute_dtype,
+        path = conv_paths.conv_path(1, inputs.shape[-1], (1, 1), self.compute_dtype,
                                     self.filters, (1, 1), bool(training))
         if path != "matmul":
             return super().call(inputs)
-        y = group_conv.in_compute_precision(
-            lambda x, k: group_conv.pointwise_matmul(x, k, self.strides),
+        y = conv_paths.in_compute_precision(
+            lambda x, k: conv_paths.pointwise_matmul(x, k, self.strides),
             inputs, ops.cast(self.kernel, self.compute_dtype), self.compute_dtype)
         if self.use_bias:
             y = y + ops.cast(self.bias, self.compute_dtype)

@@ -14,18 +14,76 @@ applications build their SK units that way, so the paper's attention analysis re
 Sub-layers are attributes (`branch0_conv`, `branch0_bn`, …, `attn`), never Python lists:
 TensorFlow's checkpointing does not see layers held in lists, and a checkpoint would
 silently lack their weights.
+
+The computation is the four functions below, in Keras operations, on every backend. On
+TensorFlow the layer may run it faster without changing it (`accel.sk_paths`: XLA-fused
+inference, rematerialized training); the table in `sknet_keras.layers.accel` says where.
 """
 
 import keras
 from keras import ops
 
-from sknet_keras.layers import options, sk_math, sk_paths
+from sknet_keras.layers import options
+from sknet_keras.layers.accel import sk_paths
 from sknet_keras.layers.batch_norm import BatchNorm
 from sknet_keras.layers.channels import attn_channels as default_attn_channels
 from sknet_keras.layers.group_conv import GroupConv2D
 from sknet_keras.layers.initializers import BN_EPSILON, BN_MOMENTUM, conv_kernel_initializer
+from sknet_keras.layers.nesting import nested_layers
 
 _register = keras.saving.register_keras_serializable(package="sknet_keras")
+
+
+# --- the computation: written once; every way the layer runs calls `split_fuse_select` --------
+def branch_sum(feats):
+    """U = Σ_m U_m."""
+    u = feats[0]
+    for f in feats[1:]:
+        u = u + f
+    return u
+
+
+def select(feats, attention):
+    """V = Σ_m a_m ⊙ U_m, attention (N, M, C) cast to the features' dtype."""
+    weights = ops.cast(attention, feats[0].dtype)
+    v = feats[0] * weights[:, None, None, 0, :]
+    for m in range(1, len(feats)):
+        v = v + feats[m] * weights[:, None, None, m, :]
+    return v
+
+
+def branch_attention(u, fuse_kernel, normalize_fuse, select_kernel, num_branches):
+    """Fuse and select: U (N, H, W, C) → a (N, M, C) in float32, a softmax over the M axis.
+
+    s = mean over H, W; z = ReLU(BN(s W_fuse)); logits = z W_select, laid out branch-major.
+    The projections are bias-free matrix products in the features' dtype.
+    """
+    s = ops.mean(u, axis=(1, 2))
+    z = ops.relu(normalize_fuse(ops.matmul(s, ops.cast(fuse_kernel, s.dtype))))
+    logits = ops.matmul(z, ops.cast(select_kernel, z.dtype))
+    logits = ops.reshape(logits, (-1, num_branches, u.shape[-1]))
+    return ops.softmax(ops.cast(logits, "float32"), axis=1)
+
+
+def split_fuse_select(convs, normalize, activation, fuse_kernel=None, select_kernel=None):
+    """(V, a) from the M branch convolutions.
+
+    `normalize(i, x)` is BN number i: the branches' BNs are 0..M-1, the fuse BN is M.
+    `activation` is "relu" or None (after each branch's BN). Without kernels (the paper's
+    no-attention ablation) the result is (U, None).
+    """
+    feats = [normalize(i, c) for i, c in enumerate(convs)]
+    if activation == "relu":
+        feats = [ops.relu(f) for f in feats]
+    u = branch_sum(feats)
+    if fuse_kernel is None:
+        return u, None
+    m = len(convs)
+    a = branch_attention(u, fuse_kernel, lambda h: normalize(m, h), select_kernel, m)
+    return select(feats, a), a
+
+
+# --- the layers ---------------------------------------------------------------------------
 
 
 def normalize_branches(branches, groups):
@@ -116,7 +174,7 @@ class SelectiveKernelAttn(keras.layers.Layer):
         self.select_conv.build((None, self.attn_channels))
 
     def call(self, u, training=None):
-        return sk_math.attention(u, self.fuse_conv.kernel,
+        return branch_attention(u, self.fuse_conv.kernel,
                                  lambda h: self.fuse_bn(h, training=training),
                                  self.select_conv.kernel, self.num_branches)
 
@@ -257,7 +315,7 @@ class SelectiveKernel(keras.layers.Layer):
 
     @property
     def batch_norms(self):
-        """BN number i of `sk_math.split_fuse_select`: the branches', then the fuse BN."""
+        """BN number i of `split_fuse_select`: the branches', then the fuse BN."""
         return self.branch_bns + ([self.attn.fuse_bn] if self.attention else [])
 
     def branch_convolutions(self, inputs):
@@ -267,16 +325,16 @@ class SelectiveKernel(keras.layers.Layer):
         return [conv(x) for x, conv in zip(xs, self.branch_convs)]
 
     def split_fuse_select(self, inputs, normalize):
-        """(V, attention or None) with BN i computed as `normalize(i, x)` (see `sk_math`)."""
+        """(V, attention or None) with BN i computed as `normalize(i, x)`."""
         attn = self.attn
-        return sk_math.split_fuse_select(
+        return split_fuse_select(
             self.branch_convolutions(inputs), normalize, self.branch_activation,
             attn.fuse_conv.kernel if attn else None, attn.select_conv.kernel if attn else None)
 
     def call(self, inputs, training=None):
         path = sk_paths.choose(self, training)
         if path == "fused":
-            v, attn = sk_paths.fused_inference(self, inputs)
+            v, attn = sk_paths.fused_inference(self, inputs, split_fuse_select)
         elif path == "remat":
             v, attn = sk_paths.rematerialized_training(self, inputs)
         else:
@@ -335,7 +393,7 @@ class SelectiveKernel(keras.layers.Layer):
 
 def set_rematerialize(model, enabled=True):
     """Switch `rematerialize` on every SK layer of a built model; returns how many."""
-    layers = [l for l in model._flatten_layers() if isinstance(l, SelectiveKernel)]
+    layers = [l for l in nested_layers(model) if isinstance(l, SelectiveKernel)]
     for layer in layers:
         layer.rematerialize = bool(enabled)
     return len(layers)

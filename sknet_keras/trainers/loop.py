@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sknet_keras.layers import trace_scope
+from sknet_keras.layers.accel import trace_scope
 from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run_files
 from sknet_keras.trainers.checkpoints import CHECKPOINT_SUBDIR
 from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES

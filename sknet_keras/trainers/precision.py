@@ -7,7 +7,7 @@
   Eigen bf16 convolution gradients, so `bfloat16` is refused there in one line.
 """
 
-from sknet_keras.layers import kernel_support
+from sknet_keras.layers.accel import kernel_support
 
 
 def hardware(strategy_name):

@@ -1,28 +1,28 @@
-"""Which TensorFlow kernels this process has: oneDNN or Eigen on the CPU, a GPU, native bf16.
+"""Which kernels this process has: oneDNN or Eigen on the CPU, a GPU, native bfloat16.
 
 TensorFlow's CPU kernels come in two sets, fixed when TensorFlow is imported:
-- oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`, TensorFlow's default on CPUs with AVX-512): grouped and
-  dilated convolutions with their gradients; bfloat16 kernels only where the CPU has native
-  bfloat16 (`avx512_bf16` / `amx_bf16`).
-- Eigen (the default on CPUs without AVX-512, or `TF_ENABLE_ONEDNN_OPTS=0`): no gradient of a
-  grouped or dilated convolution, and Grappler's fused conv + BN kernel refuses groups. The
-  x86 builds still register the oneDNN kernels, which the layers then call directly where
-  a graph stays in this process (`onednn_kernels`).
+- oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`; TensorFlow's default on x86 Linux CPUs with VNNI,
+  bfloat16 or AMX instructions): grouped and dilated convolutions with their gradients;
+  bfloat16 kernels only where the CPU has native bfloat16 (`avx512_bf16` / `amx_bf16`).
+- Eigen (the default elsewhere, or `TF_ENABLE_ONEDNN_OPTS=0`): no gradient of a grouped or
+  dilated convolution, and Grappler's fused conv + BN kernel refuses groups. The x86 builds
+  still register the oneDNN kernels, which the layers then call directly where a graph stays
+  in this process (`onednn_kernels`).
 The layers choose their formulation from these facts when a function is traced.
 """
 
 import functools
 import os
 
+from sknet_keras import internals
+
+cpu_flags = internals.cpu_flags
+
 
 @functools.lru_cache(maxsize=None)
 def onednn_enabled():
     """True when TensorFlow runs its oneDNN CPU kernels in this process."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # a TensorFlow without the query: assume its default, Eigen
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return internals.onednn_enabled()
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,19 +39,6 @@ def gpu_available():
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_flags():
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unreadable."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def cpu_native_bfloat16():

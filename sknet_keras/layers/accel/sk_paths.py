@@ -1,7 +1,8 @@
 """How a `SelectiveKernel` runs: one chooser over three paths that compute the same function.
 
-All three call the one computation, `sk_math.split_fuse_select`, and differ only in how they
-compute BN and where the ops run:
+All three call the one computation, `selective_kernel.split_fuse_select` (passed in by the
+layer, so that this module does not import it), and differ only in how they compute BN and
+where the ops run:
 
 - "reference": Keras ops, any backend, BN as Keras layers in the call's mode.
 - "fused" (TensorFlow, inference): everything after the branch convolutions — BN and ReLU per
@@ -25,13 +26,9 @@ Every other trace (exports, converters, a user's own `tf.function`) gets the ref
 import keras
 from keras import ops
 
-from sknet_keras.layers import sk_math, trace_scope
+from sknet_keras.layers.accel import trace_scope
 
 IMPLEMENTATIONS = ("auto", "reference")
-
-
-# The older name of `trace_scope.staying_in_tensorflow`, kept for code written against it.
-fused_inference_scope = trace_scope.staying_in_tensorflow
 
 
 def choose(layer, training):
@@ -56,8 +53,9 @@ def _tf():
     return tf
 
 
-def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps, relu):
-    """`sk_math.split_fuse_select` in float32 with BN as the moving statistics' affine map."""
+def _fused_select(split_fuse_select, convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps,
+                  relu):
+    """`split_fuse_select` in float32 with BN as the moving statistics' affine map."""
     tf = _tf()
     params = list(branch_bn) + [fuse_bn]
 
@@ -65,7 +63,7 @@ def _fused_select(convs, branch_bn, fuse_kernel, fuse_bn, select_kernel, eps, re
         gamma, beta, mean, var = params[i]
         return (x - mean) * (tf.math.rsqrt(var + eps) * gamma) + beta
 
-    v, attn = sk_math.split_fuse_select([tf.cast(c, tf.float32) for c in convs], normalize,
+    v, attn = split_fuse_select([tf.cast(c, tf.float32) for c in convs], normalize,
                                         "relu" if relu else None, fuse_kernel, select_kernel)
     return tf.cast(v, convs[0].dtype), attn
 
@@ -81,7 +79,7 @@ def _compiled_select():
     return _compiled
 
 
-def fused_inference(layer, inputs):
+def fused_inference(layer, inputs, split_fuse_select):
     """Inference with moving statistics: branch convs, then one XLA function → (V, a)."""
     tf = _tf()
 
@@ -94,7 +92,7 @@ def fused_inference(layer, inputs):
     convs = layer.branch_convolutions(inputs)
     attn = layer.attn
     return _compiled_select()(
-        convs, [bn_params(b) for b in layer.branch_bns], f32(attn.fuse_conv.kernel),
+        split_fuse_select, convs, [bn_params(b) for b in layer.branch_bns], f32(attn.fuse_conv.kernel),
         bn_params(attn.fuse_bn), f32(attn.select_conv.kernel), float(attn.fuse_bn.epsilon),
         layer.branch_activation == "relu")
 

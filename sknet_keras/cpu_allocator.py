@@ -1,18 +1,22 @@
 """TensorFlow's caching (BFC) allocator for CPU tensors where its Eigen kernels are in use.
 
+    import sknet_keras
+    sknet_keras.use_caching_allocator()   # before TensorFlow runs its first op
+
+The `python -m sknet_keras...` commands call it for their own process (`sknet_keras.cli`);
+importing the package never does: the allocator is a process-wide choice, the user's to make.
+
 With its oneDNN kernels on, TensorFlow takes CPU tensors from a caching pool (its
 `MklCPUAllocator`). With them off, which is its default on CPUs without AVX-512, it takes every
 tensor from `malloc`. A large tensor is then fresh memory from the OS, and its first touch
 costs page faults on every step. TensorFlow's BFC allocator (`TF_CPU_ALLOCATOR_USE_BFC`)
 reuses freed memory instead. On the Eigen kernels with oneDNN capped at AVX2 (batch 16, 224²,
-docs/performance.md, 2026-12-06), SKNet-50 inferred 1.08× and trained 1.15× faster, with a lower
-peak RSS. One training BatchNorm (16×56×56×256, forward and backward) took 60 ms with malloc
-and 30 ms with the pool.
+docs/performance.md), SKNet-50 inferred 1.08× and trained 1.15× faster, with a lower peak
+RSS; one training BatchNorm (16×56×56×256, forward and backward) took half the time.
 
 Written by hand because TensorFlow chooses its CPU allocator from environment variables, and
 reads them only once, when it creates its CPU device (at the first op). So
-`use_caching_allocator` (run when `sknet_keras.layers` is imported) sets them only under these
-conditions:
+`use_caching_allocator` sets them only under these conditions:
 - the user has not set them;
 - the Keras backend is TensorFlow;
 - the oneDNN kernels are off;
@@ -24,23 +28,17 @@ keeps a process's peak for reuse rather than returning it to the OS
 (`TF_CPU_ALLOCATOR_USE_BFC=false` keeps `malloc`).
 
 Child processes inherit the variables. `MARKER` records that this module set them, so that a
-child running the oneDNN kernels, which have their own pool, drops them again.
+child that calls this function while running the oneDNN kernels, which have their own pool
+(a command started under `TF_ENABLE_ONEDNN_OPTS=1` by an Eigen one), drops them again.
 """
 
 import os
 
-from sknet_keras.layers import kernel_support
+from sknet_keras import internals
 
 USE_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
 LIMIT_MB = "TF_CPU_BFC_MEM_LIMIT_IN_MB"
 MARKER = "SKNET_KERAS_CHOSE_CPU_ALLOCATOR"
-
-
-def _runtime_started():
-    """TensorFlow's eager context (its devices, hence its allocator) exists already."""
-    from tensorflow.python.eager import context
-
-    return bool(getattr(context.context(), "_initialized", True))
 
 
 def _physical_memory_mb():
@@ -55,10 +53,10 @@ def use_caching_allocator():
     module doc); returns whether this call chose it."""
     import keras
 
-    if keras.backend.backend() != "tensorflow" or _runtime_started():
+    if keras.backend.backend() != "tensorflow" or internals.runtime_started():
         return False
     chosen_by_a_parent = os.environ.get(MARKER, "").split(",")
-    if kernel_support.onednn_enabled():
+    if internals.onednn_enabled():
         if USE_BFC in chosen_by_a_parent:  # oneDNN has its own pool
             for name in chosen_by_a_parent + [MARKER]:
                 os.environ.pop(name, None)

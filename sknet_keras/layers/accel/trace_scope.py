@@ -8,18 +8,18 @@ Two fast paths build graphs that only this process's TensorFlow runs well:
   (`onednn_kernels`): op types that TensorFlow builds without oneDNN (ARM, macOS) and the
   converters do not know.
 They run only where the graph stays here: eagerly, in the steps Keras traces for `fit` /
-`evaluate` / `predict`, and inside `staying_in_tensorflow()` (the trainer's own loops; a
-user's `tf.function` traced there). Every other trace (`model.export` in any format, the
-LiteRT converter, tf2onnx, `tf.saved_model.save`, any other `tf.function`) gets plain
-TensorFlow ops that every converter and runtime takes.
+`evaluate` / `predict` (found on the call stack: `sknet_keras.internals.traced_by_keras_step`,
+where the reason for a stack walk is given), and inside `staying_in_tensorflow()` (the
+trainer's own loops; a user's `tf.function` traced there). Every other trace (`model.export`
+in any format, the LiteRT converter, tf2onnx, `tf.saved_model.save`, any other `tf.function`)
+gets plain TensorFlow ops that every converter and runtime takes.
 """
 
 import contextlib
 import functools
-import sys
 
-# The module whose traced steps (`predict`, `evaluate`, `fit`) stay in TensorFlow.
-_KERAS_STEPS = "keras.src.backend.tensorflow.trainer"
+from sknet_keras import internals
+
 _scopes = 0
 
 
@@ -47,14 +47,7 @@ def traced_in_process(fn):
 
 def stays_in_tensorflow():
     """Eager, inside `staying_in_tensorflow`, or traced by Keras' own train / test /
-    predict step (found on the call stack: a layer is not told who traces it)."""
+    predict step."""
     import tensorflow as tf
 
-    if _scopes or tf.executing_eagerly():
-        return True
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__") == _KERAS_STEPS:
-            return True
-        frame = frame.f_back
-    return False
+    return bool(_scopes or tf.executing_eagerly() or internals.traced_by_keras_step())
