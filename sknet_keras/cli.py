@@ -51,6 +51,7 @@ from sknet_keras import cpu_allocator  # noqa: E402
 cpu_allocator.use_caching_allocator()
 
 from sknet_keras.extras import MissingExtraError  # noqa: E402
+from sknet_keras.file_lock import LockedError  # noqa: E402
 
 
 class UsageError(ValueError):
@@ -60,7 +61,7 @@ class UsageError(ValueError):
 # What a user can cause by the flags or files they give; anything else is a bug and keeps
 # its traceback.
 USER_ERRORS = (app.UsageError, ValueError, FileNotFoundError, FloatingPointError,
-               MissingExtraError)
+               MissingExtraError, LockedError)
 
 
 def fail(message, program=None):

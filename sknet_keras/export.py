@@ -23,6 +23,7 @@ import os
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras import file_lock
 from sknet_keras.extras import require
 
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
@@ -335,8 +336,9 @@ def main(argv):
     if FLAGS.quantize != "none" and not FLAGS.output:
         output += f"_{FLAGS.quantize}"
     for fmt in FLAGS.format:
-        report = export(source, fmt, output, FLAGS.outputs, FLAGS.quantize, calibration,
-                        FLAGS.min_agreement)
+        with file_lock.writing(output + FORMATS[fmt], "sknet_keras.export"):
+            report = export(source, fmt, output, FLAGS.outputs, FLAGS.quantize, calibration,
+                            FLAGS.min_agreement)
         print(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MiB): "
               f"{source.model}, {source.size}x{source.size} images in [0, 255], "
               f"{source.normalization} preprocessing, {FLAGS.outputs}; served on "

@@ -8,7 +8,7 @@ download, the error says which URL to fetch, the file name to save it as, and wh
 
 import os
 
-from sknet_keras import presets
+from sknet_keras import file_lock, presets
 from sknet_keras.convert import convert_file
 from sknet_keras.registry import get_model_config
 from sknet_keras.weights.download import DownloadError, download, verify
@@ -100,16 +100,19 @@ def load_imagenet_weights(model, name, skip=()):
     """
     config, preset = _preset(name)
     converted = converted_path(config.name)
-    if os.path.isfile(converted):
-        if skip:
-            tensors, _ = read_weights(converted)
-            assign_checked(model, tensors, converted, skip=skip)
-            return model
-        return load_weights(model, converted)
-    source = source_file(config.name)
-    tensors = convert_file(preset.source, config, source)
-    assign_checked(model, tensors, source, skip=skip)
-    os.makedirs(cache_dir(), exist_ok=True)
-    write_tensors(converted, tensors, config.name, source=preset.source,
-                  source_file=os.path.basename(source))
-    return model
+    if not os.path.isfile(converted):
+        os.makedirs(cache_dir(), exist_ok=True)
+        # One process converts; the others wait and read its file (file_lock).
+        with file_lock.hold(converted + ".lock", f"converting {preset.file_name}"):
+            if not os.path.isfile(converted):
+                source = source_file(config.name)
+                tensors = convert_file(preset.source, config, source)
+                assign_checked(model, tensors, source, skip=skip)
+                write_tensors(converted, tensors, config.name, source=preset.source,
+                              source_file=os.path.basename(source))
+                return model
+    if skip:
+        tensors, _ = read_weights(converted)
+        assign_checked(model, tensors, converted, skip=skip)
+        return model
+    return load_weights(model, converted)

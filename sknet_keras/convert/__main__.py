@@ -17,9 +17,11 @@ flags.mark_flags_as_required(["source", "model", "input", "output"])
 
 def main(argv):
     del argv
+    from sknet_keras import file_lock
     from sknet_keras.convert import convert
 
-    model = convert(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output)
+    with file_lock.writing(FLAGS.output, "sknet_keras.convert"):
+        model = convert(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output)
     print(f"wrote {FLAGS.output}: {FLAGS.model} from {FLAGS.source}, "
           f"{model.count_params():,} values, {model.output_shape[-1]} classes")
 

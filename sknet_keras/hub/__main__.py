@@ -17,6 +17,8 @@ import shutil
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
+from sknet_keras import file_lock
+
 FLAGS = flags.FLAGS
 
 
@@ -84,7 +86,8 @@ def main(argv):
     if not FLAGS.output:
         raise cli.UsageError("--output: give the preset directory to write")
     source = resolve(FLAGS.model, FLAGS.weights, FLAGS.image_size, FLAGS.normalization)
-    diff, scale, _ = write_preset(source, FLAGS.output)
+    with file_lock.writing(FLAGS.output, "sknet_keras.hub"):
+        diff, scale, _ = write_preset(source, FLAGS.output)
     print(f"wrote the keras-hub preset {FLAGS.output}: {source.model}, {source.classes} classes, "
           f"{source.size}x{source.size} RGB images in [0, 255], {source.normalization} "
           f"preprocessing; loaded back with ImageClassifier.from_preset: max difference to "

@@ -131,7 +131,10 @@ def main(argv, flag_values=FLAGS):
     except ConfigError as e:
         raise cli.UsageError(config_flags.describe(e, flag_names)) from None
     if flag_values.output:
-        with open(flag_values.output, "w") as f:
+        from sknet_keras import file_lock
+
+        with file_lock.writing(flag_values.output, "sknet_keras.trainers.evaluate"), \
+                open(flag_values.output, "w") as f:
             json.dump({str(k): v for k, v in results.items()}, f, indent=2)
 
 

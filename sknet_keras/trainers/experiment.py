@@ -9,10 +9,12 @@ the config against the data and the replicas, and returns it frozen with the str
 dataset. Nothing runs and nothing is written before it has passed.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
 
+from sknet_keras import file_lock
 from sknet_keras.trainers import checkpoints, datasets, precision, run_files
 from sknet_keras.trainers.configs import EXPORT_FILES, ConfigError, differences, read_config
 from sknet_keras.trainers.configs import write_config
@@ -120,11 +122,48 @@ def run_experiment(config, mode, model_dir=None, *, resume=True, exports=(), log
     if mode == "eval" and not model_dir and not config.model.weights:
         raise ConfigError("model.weights", "an evaluation needs a run's model_dir or weights")
     experiment = resolve(config, log, precision_source)
-    if model_dir and resume:
-        _check_resumable(experiment.config, model_dir, log, mode == "train", notes)
-    if mode == "eval":
-        return _evaluate(experiment, model_dir, log)
-    return _train(experiment, model_dir, resume, tuple(exports), log)
+    with _one_writer(experiment, model_dir, mode, log):
+        if model_dir and resume:
+            _check_resumable(experiment.config, model_dir, log, mode == "train", notes)
+        if mode == "eval":
+            return _evaluate(experiment, model_dir, log)
+        return _train(experiment, model_dir, resume, tuple(exports), log)
+
+
+RUN_LOCK = ".sknet_keras.lock"
+
+
+@contextlib.contextmanager
+def _one_writer(experiment, model_dir, mode, log):
+    """One process at a time in a run folder: a live holder of its lock (another trainer or
+    evaluation) refuses this one before anything is written; a lock left by a killed process
+    is taken over, saying so. Under MultiWorkerMirroredStrategy only the chief holds it (the
+    workers share the folder; a second job's chief is refused). Object stores (`gs://`) have
+    no file locks: there, nothing but using one folder per job keeps two apart."""
+    from sknet_keras.trainers import strategy as strategy_lib
+
+    if (not model_dir or "://" in model_dir or not strategy_lib.is_chief(experiment.strategy)
+            or (mode == "eval" and not os.path.isdir(model_dir))):
+        yield
+        return
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("model_dir", f"cannot create {model_dir}: {e.strerror or e}") from None
+
+    def stale(holder):
+        log(f"{model_dir}: took over the lock of {file_lock.describe(holder)}, which stopped "
+            "without releasing it (killed, or its machine lost)")
+
+    purpose = "training" if mode == "train" else "evaluating"
+    try:
+        with file_lock.hold(os.path.join(model_dir, RUN_LOCK), purpose, wait=False,
+                            on_stale=stale):
+            yield
+    except file_lock.LockedError as e:
+        raise ConfigError("model_dir", f"{file_lock.describe(e.holder)} is using {model_dir}; "
+                          "nothing was changed: wait for it to finish, or choose another "
+                          "model_dir") from None
 
 
 def _check_resumable(config, model_dir, log, training, notes):

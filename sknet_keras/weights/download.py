@@ -9,14 +9,22 @@ fails the check is deleted, never kept. What servers get wrong (tested against a
 server): a connection dropped mid-file or a Content-Length longer than what is sent (resumed
 from the part file), a Range ignored or answered from another offset (started over), a
 redirect loop or an HTML page instead of the file (refused at once, nothing written).
+
+Several processes may ask for the same file at once (every worker of a job, pytest-xdist
+workers): the first downloads under a lock on `<file>.lock` (`file_lock`), the others say that
+they wait and then take the verified file; a process killed mid-file leaves its `.part`, which
+the next one resumes.
 """
 
 import hashlib
 import http.client
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
+
+from sknet_keras import file_lock
 
 CHUNK = 1 << 20
 
@@ -100,9 +108,28 @@ def _fetch_once(url, part, timeout, progress):
 
 def download(url, path, sha256=None, sha384=None, size=None, retries=4, timeout=60,
              progress=True, backoff=1.0, size_tolerance=0):
-    """Download `url` to `path` (resuming `path.part`), check it, return `path`."""
-    part = path + ".part"
+    """Download `url` to `path` (resuming `path.part`), check it, return `path`. One process
+    at a time per `path`; one that finds `path` already there and verified takes it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    name = os.path.basename(path)
+
+    def waiting(holder):
+        print(f"{name}: waiting for {file_lock.describe(holder)}", file=sys.stderr, flush=True)
+
+    def stale(holder):
+        print(f"{name}: {file_lock.describe(holder)} stopped while downloading it; going on "
+              "from what it fetched", file=sys.stderr, flush=True)
+
+    with file_lock.hold(path + ".lock", f"downloading {name}", on_wait=waiting, on_stale=stale):
+        if os.path.isfile(path) and verify(path, sha256, sha384, size, size_tolerance) is None:
+            return path  # another process fetched it meanwhile
+        return _download(url, path, sha256, sha384, size, retries, timeout, progress, backoff,
+                         size_tolerance)
+
+
+def _download(url, path, sha256, sha384, size, retries, timeout, progress, backoff,
+              size_tolerance):
+    part = path + ".part"
     last, done = None, False
     for attempt in range(retries + 1):
         before = _size(part)
