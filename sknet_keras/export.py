@@ -18,6 +18,7 @@ agreement with the float model, and is refused under `--min_agreement`. `--evalu
 run folder) serves each file on the run's whole validation split and prints its top-1.
 """
 
+import contextlib
 import os
 
 from sknet_keras import cli
@@ -118,6 +119,24 @@ def resolve(model=None, weights="imagenet", image_size=None, normalization=None)
                              "a weights file or a training run's folder)")
     return Source(name, weights, classes, image_size or config.default_size,
                   normalization or preprocessing_mode(name), name)
+
+
+@contextlib.contextmanager
+def run_in_use(source):
+    """Hold the run folder's lock while exporting from it (and, by default, into it): a
+    training or evaluation in progress there refuses the export, in one line."""
+    if source.run is None:
+        yield
+        return
+    from sknet_keras.trainers.experiment import RUN_LOCK
+
+    folder = os.path.dirname(os.path.abspath(source.weights))
+    try:
+        with file_lock.hold(os.path.join(folder, RUN_LOCK), "exporting", wait=False):
+            yield
+    except file_lock.LockedError as e:
+        raise cli.UsageError(f"--weights: {file_lock.describe(e.holder)} is using the run "
+                             f"{folder}; nothing was written: wait for it to finish") from None
 
 
 def serving_model(source, outputs="logits"):
@@ -336,7 +355,7 @@ def main(argv):
     if FLAGS.quantize != "none" and not FLAGS.output:
         output += f"_{FLAGS.quantize}"
     for fmt in FLAGS.format:
-        with file_lock.writing(output + FORMATS[fmt], "sknet_keras.export"):
+        with run_in_use(source), file_lock.writing(output + FORMATS[fmt], "sknet_keras.export"):
             report = export(source, fmt, output, FLAGS.outputs, FLAGS.quantize, calibration,
                             FLAGS.min_agreement)
         print(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MiB): "

@@ -184,6 +184,17 @@ def test_a_second_trainer_into_a_live_run_is_refused_and_a_killed_one_is_taken_o
     assert "val_top1" in json.loads(open(os.path.join(model_dir, "result.json")).read())
     finished = _files(model_dir)
 
+    # Exporting from (and by default into) a run that another process holds is refused too.
+    from sknet_keras import file_lock
+
+    with file_lock.hold(os.path.join(model_dir, ".sknet_keras.lock"), "training"):
+        export = subprocess.run([sys.executable, "-m", "sknet_keras.export",
+                                 f"--weights={model_dir}", "--format=saved_model"],
+                                env=ENV, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 2, export.stderr[-3000:]
+    assert f"process {os.getpid()} on" in export.stderr.strip().splitlines()[0], export.stderr
+    assert _files(model_dir) == finished
+
     # A run killed (SIGKILL: no clean-up) leaves its lock; the same command takes it over.
     other = str(tmp_path / "killed")
     killed = _started(other, ["--epochs=2"])

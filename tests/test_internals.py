@@ -139,16 +139,23 @@ CASES = {
 }
 
 
-def _family_params():
-    """SK-ResNeXt (grouped, dilated, the SK fast paths) in the default tier, the rest large."""
-    for family in FAMILY_NAMES:
-        marks = () if family == "sk_resnext" else (pytest.mark.large,)
-        yield pytest.param(family, marks=marks, id=family)
+# One way each internal goes, for every family (large tier); every way for SK-ResNeXt
+# (grouped, dilated, the SK fast paths) in the default tier.
+EVERY_FAMILY = ("onednn_flag-removed", "onednn_ops-broken", "xla_context-removed",
+                "keras_steps-removed")
+
+
+def _params():
+    for case in sorted(CASES):
+        for family in FAMILY_NAMES:
+            if family == "sk_resnext":
+                yield pytest.param(case, family, id=f"{case}-{family}")
+            elif case in EVERY_FAMILY:
+                yield pytest.param(case, family, marks=pytest.mark.large, id=f"{case}-{family}")
 
 
 @pytest.mark.kernels
-@pytest.mark.parametrize("family", _family_params())
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case,family", _params())
 def test_every_family_runs_alike_without_each_internal(case, family, monkeypatch):
     want_logits, want_step = _reference(family)
     _reset()

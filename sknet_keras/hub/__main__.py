@@ -81,12 +81,12 @@ def write_preset(source, output):
 
 def main(argv):
     del argv
-    from sknet_keras.export import resolve
+    from sknet_keras.export import resolve, run_in_use
 
     if not FLAGS.output:
         raise cli.UsageError("--output: give the preset directory to write")
     source = resolve(FLAGS.model, FLAGS.weights, FLAGS.image_size, FLAGS.normalization)
-    with file_lock.writing(FLAGS.output, "sknet_keras.hub"):
+    with run_in_use(source), file_lock.writing(FLAGS.output, "sknet_keras.hub"):
         diff, scale, _ = write_preset(source, FLAGS.output)
     print(f"wrote the keras-hub preset {FLAGS.output}: {source.model}, {source.classes} classes, "
           f"{source.size}x{source.size} RGB images in [0, 255], {source.normalization} "
