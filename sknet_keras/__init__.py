@@ -12,8 +12,10 @@ __version__ = "0.2.0"
 
 def use_caching_allocator():
     """Choose TensorFlow's caching CPU allocator for this process where its Eigen kernels are in
-    use (faster training on them); call it before TensorFlow runs its first op. Returns whether
-    it chose it (`sknet_keras.cpu_allocator` says when it does not)."""
+    use (faster training on them); call it before TensorFlow runs its first op (later, it warns
+    and changes nothing). It sets TensorFlow's environment variables for this, which child
+    processes inherit. Returns whether it chose it (`sknet_keras.cpu_allocator` says when it
+    does not)."""
     from sknet_keras import cpu_allocator
 
-    return cpu_allocator.use_caching_allocator()
+    return cpu_allocator.use_caching_allocator(warn_if_late=True)

@@ -48,12 +48,26 @@ def _physical_memory_mb():
         return None
 
 
-def use_caching_allocator():
+class TooLateWarning(RuntimeWarning):
+    """`use_caching_allocator()` was called after TensorFlow ran an op: it changed nothing."""
+
+
+def use_caching_allocator(warn_if_late=False):
     """Choose TensorFlow's BFC allocator for CPU tensors where it is not chosen yet (see the
-    module doc); returns whether this call chose it."""
+    module doc); returns whether this call chose it. `warn_if_late`: a `TooLateWarning` where
+    TensorFlow has already run an op (the user's explicit call; the other cases in which
+    nothing is chosen are the user's or TensorFlow's own choice)."""
     import keras
 
-    if keras.backend.backend() != "tensorflow" or internals.runtime_started():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    if internals.runtime_started():
+        if warn_if_late and not internals.onednn_enabled() and USE_BFC not in os.environ:
+            import warnings
+
+            warnings.warn("sknet_keras.use_caching_allocator(): TensorFlow has already run an "
+                          "op, so its CPU allocator is fixed; call it before anything runs "
+                          "(right after the imports)", TooLateWarning, stacklevel=3)
         return False
     chosen_by_a_parent = os.environ.get(MARKER, "").split(",")
     if internals.onednn_enabled():

@@ -264,14 +264,19 @@ def _fine_tune_job(model_dir, home, server, sha, size):
 @pytest.mark.extra_large
 def test_every_worker_of_a_job_gets_the_weights_from_one_download(tmp_path):
     import numpy as np
-    from safetensors.numpy import save_file
+    from pth_writer import write_pth
 
     from sknet_keras.applications import build_model
     from sknet_keras.convert.timm import keras_to_timm
     from sknet_keras.weights import read_weights
 
-    release = str(tmp_path / "skresnet18.safetensors")
-    save_file(keras_to_timm(build_model("skresnet18", weights=None), "skresnet18"), release)
+    # timm's release format (a .pth, as the preset's file), of randomized weights.
+    source = build_model("skresnet18", weights=None)
+    rng = np.random.default_rng(0)
+    for w in source.weights:
+        w.assign((w.numpy() + rng.normal(0, 0.02, w.shape)).astype("float32"))
+    release = write_pth(str(tmp_path / "release.pth"), keras_to_timm(source, "skresnet18"),
+                        legacy=True)
     payload = open(release, "rb").read()
     sha = hashlib.sha256(payload).hexdigest()
     server = SlowServer(payload, delay=0.001)

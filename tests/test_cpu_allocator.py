@@ -87,3 +87,19 @@ def test_the_onednn_kernels_keep_their_own_pool_also_in_a_child_of_an_eigen_proc
     assert got["onednn"] is True and got["use_bfc"] is None and got["limit_mb"] is None
     got = _child({"TF_ENABLE_ONEDNN_OPTS": "0", **inherited})  # an Eigen child keeps it
     assert got["use_bfc"] == "true" and got["limit_mb"] == "1234" and got["peak"] >= 1 << 30
+
+
+def test_called_too_late_it_warns_and_changes_nothing():
+    code = ("import os, warnings\nimport tensorflow as tf\ntf.constant(1.0) + 1.0\n"
+            "import sknet_keras\nwarnings.simplefilter('error')\n"
+            "try:\n    sknet_keras.use_caching_allocator()\nexcept RuntimeWarning as w:\n"
+            "    print('WARNED', w)\nprint(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPU_ALLOCATOR_USE_BFC", "TF_CPU_BFC_MEM_LIMIT_IN_MB", MARKER)}
+    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].startswith("WARNED") and "before anything runs" in lines[-2], proc.stdout
+    assert lines[-1] == "None"

@@ -294,7 +294,10 @@ def test_a_download_that_cannot_be_the_file_fails_at_once_and_keeps_nothing(
             _download(server, target, payload)
     finally:
         server.close()
-    assert sorted(os.listdir(tmp_path)) == []  # no file, no part file, nothing cached
+    # No file, no part file, nothing cached; the download's lock file stays (as lock files
+    # do: removing one races with the next process), released and empty.
+    assert sorted(os.listdir(tmp_path)) == ["w.bin.lock"]
+    assert (tmp_path / "w.bin.lock").read_text() == ""
     if requests:
         assert len(server.requests) == requests  # no retry of what cannot succeed
     else:
