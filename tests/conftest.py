@@ -12,7 +12,8 @@ from sknet_keras.registry import MODELS, ResNetConfig  # noqa: E402
 
 if os.environ.get("SKNET_KERAS_TEST_INSTALLED"):  # CI: the tests of the installed wheel
     _source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert not os.path.abspath(sknet_keras.__file__).startswith(_source + os.sep), (
+    assert not os.path.abspath(sknet_keras.__file__).startswith(
+            os.path.join(_source, "sknet_keras") + os.sep), (
         f"SKNET_KERAS_TEST_INSTALLED: sknet_keras was imported from the source tree "
         f"({sknet_keras.__file__}), not from the installed wheel")
 
