@@ -76,6 +76,7 @@ def pytest_addoption(parser):
 # The longest tests (measured, `--durations`), started first: over two pytest-xdist workers a
 # long test collected last leaves the other worker idle for its whole length at the end.
 LONGEST_FIRST = (
+    "tests/test_gpu_check.py::test_dry_run_on_the_cpu",
     "tests/test_backends.py::test_every_family_fits_alike_on_other_backends",
     "tests/test_run_state.py::test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one",
     "tests/test_trainer.py::test_multi_worker_mirrored_two_processes_stop_together_on_sigterm",

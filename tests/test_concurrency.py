@@ -228,21 +228,11 @@ runpy.run_module("sknet_keras.trainers.train", run_name="__main__", alter_sys=Tr
 """
 
 
-def _free_ports(n):
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _fine_tune_job(model_dir, home, server, sha, size):
     """Two MultiWorkerMirrored workers fine-tuning skresnet18 from `--weights=imagenet`, whose
     release the preset finds at `server` (the only change: its URL)."""
+    from test_trainer import _free_ports
+
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     args = ["--model=skresnet18", "--weights=imagenet", "--dataset=digits", "--image_size=32",
             "--batch_size=16", "--steps_per_epoch=2", "--max_steps=2", "--export=weights",

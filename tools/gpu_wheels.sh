@@ -8,12 +8,12 @@
 #   bash tools/gpu_wheels.sh [--python-version 3.12] [DEST]     (DEST defaults to .whl)
 #
 # Then, on the GPU machine, from the repository root with DEST carried beside it (.whl/ is not
-# ignored by git, so a copy of the working tree carries it), one command (under 8 minutes on
-# an H100; it installs the wheels with
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-# itself and writes $OUT/gpu_check.json):
+# ignored by git, so a copy of the working tree carries it), one command, under 8 minutes on
+# an H100, that writes $OUT/gpu_check.json:
 #   bash tools/gpu_check.sh
+# (it installs the wheels itself, into an empty folder SITE it then puts on PYTHONPATH:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#     --target SITE .whl/*.whl).
 # Fails when the wheels add up to more than 64 MiB (what one device command may carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --python-version) PYVER="$2"; shift 2 ;;
     --python-version=*) PYVER="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -66,7 +66,7 @@ for f in "$DEST"/*.whl; do
   total=$((total + size))
   printf '%10d  %s\n' "$size" "$(basename "$f")"
 done
-printf '%10d  total (%.1f MiB) in %s\n' "$total" "$(echo "$total / 1048576" | bc -l)" "$DEST"
+printf '%10d  total (%s MiB) in %s\n' "$total" "$(awk "BEGIN { printf \"%.1f\", $total / 1048576 }")" "$DEST"
 if [ "$total" -gt $((64 * 1024 * 1024)) ]; then
   echo "gpu_wheels: over 64 MiB, more than one device command may carry" >&2
   exit 1
