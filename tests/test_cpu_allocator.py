@@ -90,8 +90,8 @@ def test_the_onednn_kernels_keep_their_own_pool_also_in_a_child_of_an_eigen_proc
 
 
 def test_called_too_late_it_warns_and_changes_nothing():
-    code = ("import os, warnings\nimport tensorflow as tf\ntf.constant(1.0) + 1.0\n"
-            "import sknet_keras\nwarnings.simplefilter('error')\n"
+    code = ("import os, warnings\nimport keras, tensorflow as tf\ntf.constant(1.0) + 1.0\n"
+            "import sknet_keras\nwarnings.simplefilter('error', RuntimeWarning)\n"
             "try:\n    sknet_keras.use_caching_allocator()\nexcept RuntimeWarning as w:\n"
             "    print('WARNED', w)\nprint(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'))\n")
     env = {k: v for k, v in os.environ.items()
