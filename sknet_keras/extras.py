@@ -20,6 +20,7 @@ PACKAGES = {
     "tf2onnx": ("tf2onnx", "export"),
     "onnx": ("onnx", "export"),
     "keras_hub": ("keras-hub", "hub"),
+    "huggingface_hub": ("huggingface-hub", "hub"),
 }
 
 

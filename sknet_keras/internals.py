@@ -26,6 +26,11 @@ internal in turn).
   which stays in this process. Fallback: taken as not; the fast paths run only inside
   `staying_in_tensorflow()`.
 
+- `keras_hub_timm_loader`: `keras_hub.src.utils.timm.preset_loader.TimmPresetLoader`, which
+  keras-hub's `from_preset` uses for timm repositories; `sknet_keras.hub` extends it with the
+  package's architectures. Probe: `get_preset_loader` still takes the class from there.
+  Fallback: none installed; `sknet_keras.hub.load_timm_preset` loads the same checkpoints.
+
 keras-hub's and Keras' other private methods (`_call_python`, `_flatten_layers`) are no
 longer used: the public `call` and a walk over public attributes do the same.
 """
@@ -35,6 +40,8 @@ import os
 import platform
 import sys
 import warnings
+
+from sknet_keras import numpy_reference
 
 
 class InternalAPIWarning(RuntimeWarning):
@@ -176,29 +183,6 @@ def _onednn_op(attr_value_pb2, op_type, inputs, dtypes, **attrs):
                            attrs=values).outputs
 
 
-def _numpy_grouped_conv(x, k, dy, groups, dilation):
-    """A stride-1, SAME-padded, dilated grouped conv and its two gradients, in NumPy (the
-    probe's independent reference)."""
-    import numpy as np
-
-    kh, kw, gin, cout = k.shape
-    gout = cout // groups
-    p = dilation * (kh - 1) // 2
-    xp = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
-    n, h, w, _ = x.shape
-    y, dxp, dk = np.zeros((n, h, w, cout)), np.zeros_like(xp), np.zeros_like(k)
-    for g in range(groups):
-        ci, co = slice(g * gin, (g + 1) * gin), slice(g * gout, (g + 1) * gout)
-        for a in range(kh):
-            for b in range(kw):
-                tap = xp[:, a * dilation:a * dilation + h, b * dilation:b * dilation + w, ci]
-                y[..., co] += tap @ k[a, b, :, co]
-                dxp[:, a * dilation:a * dilation + h, b * dilation:b * dilation + w, ci] += \
-                    dy[..., co] @ k[a, b, :, co].T
-                dk[a, b, :, co] += np.einsum("nhwc,nhwo->co", tap, dy[..., co])
-    return y, dxp[:, p:p + h, p:p + w], dk
-
-
 def _probe_onednn_ops(attr_value_pb2):
     """A grouped dilated conv with both gradients and a training BatchNorm with its gradient,
     through the direct ops, equal to NumPy."""
@@ -233,15 +217,8 @@ def _probe_onednn_ops(attr_value_pb2):
     with tf.init_scope():  # run eagerly, also when called while a function is being traced
         got = [t.numpy().astype(np.float64) for t in direct(
             *(tf.constant(a, f32) for a in (x, k, dy, gamma, beta)))]
-    want = list(_numpy_grouped_conv(x, k, dy, groups=2, dilation=2))
-    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
-    xhat = (x - mean) / np.sqrt(var + 1e-3)
-    upstream = x  # the BN gradient above is taken with dy = x
-    m = x.size // x.shape[-1]
-    dgamma, dbeta = (upstream * xhat).sum(axis=(0, 1, 2)), upstream.sum(axis=(0, 1, 2))
-    want += [xhat * gamma + beta,
-             gamma / np.sqrt(var + 1e-3) / m * (m * upstream - dbeta - xhat * dgamma),
-             dgamma, dbeta]
+    want = [*numpy_reference.grouped_conv(x, k, dy, groups=2, dilation=2),
+            *numpy_reference.batch_norm(x, gamma, beta, 1e-3, upstream=x)]
     for name, g, w in zip(("conv", "conv input gradient", "conv filter gradient", "batch norm",
                            "batch norm gradient", "gamma gradient", "beta gradient"), got, want):
         if g.shape != w.shape or not np.allclose(g, w, rtol=1e-3, atol=1e-3):
@@ -380,4 +357,44 @@ def traced_by_keras_step():
     return False
 
 
-INTERNALS = (onednn_flag, onednn_ops, xla_context, runtime_started_query, keras_steps)
+# --- keras-hub's timm loader ------------------------------------------------------------------
+
+def _fetch_timm_loader():
+    import importlib
+
+    module = importlib.import_module("keras_hub.src.utils.timm.preset_loader")
+    module.TimmPresetLoader  # noqa: B018 - what sknet_keras.hub extends
+    return module
+
+
+def _probe_timm_loader(module):
+    """keras-hub's `get_preset_loader` looks the class up in that module when it loads a
+    folder whose config.json names an `architecture`."""
+    import json
+    import tempfile
+
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    original = module.TimmPresetLoader
+    marker = type("Probe", (original,), {"__init__": lambda self, preset, config: None})
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump({"architecture": "probe"}, f)
+        module.TimmPresetLoader = marker
+        try:
+            loader = get_preset_loader(folder)
+        finally:
+            module.TimmPresetLoader = original
+    if type(loader) is not marker:
+        raise AssertionError("get_preset_loader no longer takes TimmPresetLoader from there")
+
+
+keras_hub_timm_loader = Internal(
+    "keras_hub.src.utils.timm.preset_loader.TimmPresetLoader", "keras-hub's timm loader",
+    _fetch_timm_loader, _probe_timm_loader, None,
+    "keras-hub's from_preset does not load timm checkpoints of this package's networks; "
+    "sknet_keras.hub.load_timm_preset(handle) does")
+
+
+INTERNALS = (onednn_flag, onednn_ops, xla_context, runtime_started_query, keras_steps,
+             keras_hub_timm_loader)

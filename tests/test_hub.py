@@ -190,6 +190,10 @@ def test_the_hub_command_writes_a_preset_that_gives_the_weights_logits(tmp_path)
     _assert_close(classifier.predict(x, verbose=0), want)
     backbone = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
     assert sorted(backbone.pyramid_outputs) == ["P2", "P3", "P4", "P5"]
+    with open(tmp_path / "preset" / "README.md") as f:  # the model card, ready to publish
+        card = f.read()
+    assert card.startswith("---\nlibrary_name: keras-hub\n") and "# mini_sknet" in card
+    assert "the weights file w.weights.h5" in card and "| classes | 10 |" in card
 
     # A second run onto the same folder is refused and leaves it as it was.
     files = sorted(os.listdir(tmp_path / "preset"))

@@ -10,6 +10,12 @@
     classifier.save_to_preset("sknet50_preset")
     keras_hub.models.ImageClassifier.from_preset("sknet50_preset")
 
+timm's checkpoints of these networks load through keras-hub itself once this package is
+imported (`sknet_keras.hub.timm_presets`), from the Hugging Face Hub or a folder laid out as
+a timm repository:
+
+    classifier = keras_hub.models.ImageClassifier.from_preset("hf://timm/skresnext50_32x4d.ra_in1k")
+
 `python -m sknet_keras.hub --model=NAME --weights=imagenet|FILE|RUN_DIR --output=DIR` writes
 such a preset directory, checked by loading it back. Detectors and segmenters take the
 backbone as their image encoder (`keras_hub.models.RetinaNetBackbone`,
@@ -20,7 +26,7 @@ import sys
 
 # `python -m sknet_keras.hub` imports this package (and so keras-hub and TensorFlow) before
 # its __main__ runs: only then is the commands' quiet start-up (sknet_keras.cli) taken here.
-# A plain `import sknet_keras.hub` changes nothing.
+# A plain `import sknet_keras.hub` changes nothing but keras-hub's timm loader (above).
 _argv = getattr(sys, "orig_argv", [])
 if sys.argv[:1] == ["-m"] and "-m" in _argv[:-1] and \
         _argv[_argv.index("-m") + 1] == "sknet_keras.hub":
@@ -36,9 +42,15 @@ from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbon
                                     SKNetImageClassifier, SKNetImageClassifierPreprocessor,
                                     SKNetImageConverter, converter_normalization)
 from sknet_keras.hub.building import backbone, copy_weights, image_classifier  # noqa: E402
+from sknet_keras.hub.model_card import upload_preset  # noqa: E402
+from sknet_keras.hub.timm_presets import load_timm_preset  # noqa: E402
+from sknet_keras.hub.timm_presets import install as _install_timm_loader  # noqa: E402
+
+_install_timm_loader()
 
 __all__ = [
-    "backbone", "image_classifier", "copy_weights", "converter_normalization",
+    "backbone", "image_classifier", "copy_weights", "converter_normalization", "load_timm_preset",
+    "upload_preset",
     "BACKBONES", "CLASSIFIERS",
     "SKNetBackbone", "SKNetImageConverter", "SKNetImageClassifierPreprocessor",
     "SKNetImageClassifier",

@@ -5,7 +5,9 @@ Hugging Face Hub).
     python -m sknet_keras.hub --model=sknet50 --weights=imagenet --output=sknet50_imagenet
     python -m sknet_keras.hub --weights=runs/default --output=my_preset
 
-The preset holds an `ImageClassifier` (backbone, head, and a preprocessor that resizes RGB
+The preset holds an `ImageClassifier` and its model card (README.md: licence, datasets,
+parameters, multiply-adds, published top-1, usage, citation) and is ready for
+`keras_hub.upload_preset`. It holds an `ImageClassifier` (backbone, head, and a preprocessor that resizes RGB
 images in [0, 255] and applies the weights' normalization). Before it is put in place it is
 loaded back with `keras_hub.models.ImageClassifier.from_preset` and its outputs compared
 with this package's network on test images; a preset that differs is not written.
@@ -70,6 +72,7 @@ def write_preset(source, output):
             raise ValueError(f"the keras-hub preset of {source.model} does not give Keras' "
                              f"outputs (max difference {diff:.3g} against outputs up to "
                              f"{scale:.3g}, top-1 agreement {agreement:.0%}): not written")
+        _write_card(source, tmp, output)
         if os.path.isdir(output):
             os.rmdir(output)  # empty (checked above)
         os.replace(tmp, output)
@@ -77,6 +80,22 @@ def write_preset(source, output):
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
     return diff, scale, agreement
+
+
+def _write_card(source, folder, output):
+    from sknet_keras.hub.model_card import CARD_FILE, card_figures, model_card
+
+    figures = card_figures(source.model, source.classes, source.size)
+    if source.run is not None:
+        weights, dataset = "a training run's final weights", source.run.data.dataset
+    elif source.weights == "imagenet":
+        weights, dataset = "imagenet", None
+    else:
+        weights, dataset = f"the weights file {os.path.basename(source.weights)}", None
+    text = model_card(source.model, figures, source.size, source.normalization, weights,
+                      dataset, handle=os.path.basename(os.path.abspath(output)))
+    with open(os.path.join(folder, CARD_FILE), "w", encoding="utf-8") as f:  # the folder
+        f.write(text)  # is renamed into place whole
 
 
 def main(argv):

@@ -107,15 +107,26 @@ class _Backbone(keras_hub.models.FeaturePyramidBackbone):
 
 class _ImageConverter(keras_hub.layers.ImageConverter):
     """keras-hub's resize + x * scale + offset, then `channel_order` "bgr" reverses the
-    channels: the Caffe releases' preprocessing (BGR minus the mean)."""
+    channels: the Caffe releases' preprocessing (BGR minus the mean).
 
-    def __init__(self, channel_order="rgb", **kwargs):
+    `crop_fraction` (timm's `crop_pct`): before resizing, keep the centre of the image, that
+    fraction of the largest centred region of `image_size`'s aspect ratio: timm's evaluation
+    transform (resize to size / crop_pct, centre-crop size), which keras-hub's converter
+    lacks."""
+
+    def __init__(self, channel_order="rgb", crop_fraction=None, **kwargs):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr'; got {channel_order!r}")
+        if crop_fraction is not None and not 0 < crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}")
         super().__init__(**kwargs)
         self.channel_order = channel_order
+        self.crop_fraction = crop_fraction
 
     def call(self, inputs):
+        if self.crop_fraction is not None and self.image_size is not None \
+                and not isinstance(inputs, dict):
+            inputs = _center_crop(inputs, self.crop_fraction, self.image_size)
         outputs = super().call(inputs)
         if self.channel_order == "rgb":
             return outputs
@@ -124,7 +135,31 @@ class _ImageConverter(keras_hub.layers.ImageConverter):
         return _reverse_channels(outputs)
 
     def get_config(self):
-        return {**super().get_config(), "channel_order": self.channel_order}
+        config = {**super().get_config(), "channel_order": self.channel_order}
+        if self.crop_fraction is not None:
+            config["crop_fraction"] = self.crop_fraction
+        return config
+
+
+def _center_crop(images, fraction, image_size):
+    """The centred `fraction` of the largest centred region of `image_size`'s aspect ratio
+    (images ..., H, W, C; sizes read at run time in a tf.data pipeline)."""
+    import tensorflow as tf
+
+    target_h, target_w = image_size
+    if isinstance(images, tf.Tensor):
+        h, w = tf.shape(images)[-3], tf.shape(images)[-2]
+        scale = tf.minimum(tf.cast(h, tf.float32) / target_h,
+                           tf.cast(w, tf.float32) / target_w) * fraction
+        crop_h = tf.maximum(tf.cast(tf.round(scale * target_h), tf.int32), 1)
+        crop_w = tf.maximum(tf.cast(tf.round(scale * target_w), tf.int32), 1)
+    else:
+        images = keras.ops.convert_to_tensor(images)
+        h, w = images.shape[-3], images.shape[-2]
+        scale = min(h / target_h, w / target_w) * fraction
+        crop_h, crop_w = max(round(scale * target_h), 1), max(round(scale * target_w), 1)
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return images[..., top:top + crop_h, left:left + crop_w, :]
 
 
 def _reverse_channels(x):
