@@ -30,6 +30,7 @@ def test_bad_flags_fail_in_one_line(args, message, tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.exhaustive  # the command's start and its flags: the tests above, in CI
 def test_smoke_run_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -252,6 +252,7 @@ def _fine_tune_job(model_dir, home, server, sha, size):
 
 
 @pytest.mark.extra_large
+@pytest.mark.exhaustive  # the lock itself: the 4-process download test, in CI
 def test_every_worker_of_a_job_gets_the_weights_from_one_download(tmp_path):
     import numpy as np
     from pth_writer import write_pth

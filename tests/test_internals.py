@@ -157,7 +157,9 @@ def _params():
             if family == "sk_resnext":
                 yield pytest.param(case, family, id=f"{case}-{family}")
             elif case in EVERY_FAMILY:
-                yield pytest.param(case, family, marks=pytest.mark.large, id=f"{case}-{family}")
+                marks = [pytest.mark.large] + ([pytest.mark.exhaustive]
+                                               if case in EVERY_FAMILY[2:] else [])
+                yield pytest.param(case, family, marks=marks, id=f"{case}-{family}")
 
 
 @pytest.mark.kernels

@@ -220,7 +220,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
 """
 
 
-@pytest.mark.parametrize("bn", ["sync", "local_remat"])
+@pytest.mark.parametrize("bn", ["sync", pytest.param("local_remat", marks=pytest.mark.exhaustive)])
 def test_mirrored_strategy_over_two_cpus(bn):
     """Synchronized BN; per-replica BN (moving statistics averaged after each loop) with the
     SK units rematerialized in the backward."""
@@ -524,6 +524,7 @@ def test_the_trainer_trains_a_tfds_dataset_it_has_no_entry_for(tmp_path):
 
 
 @pytest.mark.large
+@pytest.mark.exhaustive  # int8 quantization itself: tests/test_export.py, in CI
 def test_trained_shufflenet_v2_sk_quantizes_to_int8_and_keeps_its_accuracy(tmp_path):
     """The paper's mobile network, trained (digits, float32), then full int8 calibrated on its
     validation split: the file keeps the Keras model's top-1 on the 360 validation images
