@@ -30,7 +30,6 @@ def test_the_gpu_check_runs_the_tests_mini_networks():
 
 
 @pytest.mark.large
-@pytest.mark.exhaustive  # the GPU check itself runs where GPUs are lent
 def test_dry_run_on_the_cpu(tmp_path):
     """Wheels built for this Python into an empty folder, keras and the package imported from
     there, TensorFlow never imported, every part ok on JAX and PyTorch; timm, not installable
