@@ -266,6 +266,27 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
     assert line and line[0] in same[1], (again[1], same[1])
 
 
+def test_evaluate_of_a_runs_weights_file_takes_the_runs_settings(tmp_path, capsys):
+    """`evaluate --weights=RUN/final.weights.h5`, as the README suggests, evaluates as
+    `--model_dir=RUN` does (the run's network, dataset, size and normalization), not as
+    ImageNet weights of sknet50."""
+    model_dir = str(tmp_path / "run")
+    run(TRAIN + ["--model=mini_sknet", "--max_steps=2", "--steps_per_epoch=2",
+                 "--batch_size=16", "--export=weights", f"--model_dir={model_dir}"])
+    by_file, by_folder = (run_in_process("sknet_keras.trainers.evaluate", args, capsys)
+                          for args in ([f"--weights={model_dir}/final.weights.h5"],
+                                       [f"--model_dir={model_dir}"]))
+    assert by_file[0] == 0, by_file[2]
+    assert f"note: evaluating with the settings of the run {model_dir}" in by_file[1]
+    assert "overrides" not in by_file[1]  # the file is what is evaluated, not an override
+
+    def figures(out):
+        return [line.split(" at step")[0] for line in out.splitlines()
+                if line.startswith("mini_sknet digits 32x32")]
+
+    assert figures(by_file[1]) and figures(by_file[1]) == figures(by_folder[1]), by_file[1]
+
+
 def test_evaluate_of_a_weights_file_defaults_to_the_datasets_resolution(tmp_path):
     weights = str(tmp_path / "mini.weights.h5")
     save_weights(build_model("mini_sknet", input_shape=(32, 32, 3), classes=10), weights)

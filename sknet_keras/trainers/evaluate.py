@@ -2,7 +2,8 @@
 
 `--model_dir=DIR` evaluates a trainer run's newest readable checkpoint with the run's own
 model, dataset, image size and normalization (from `DIR/config.json`); flags given override
-them, with a note. `--weights=FILE|imagenet` evaluates weights with the flags' settings.
+them, with a note; so does `--weights=RUN/final.weights.h5` (a weights file beside a run's
+config.json). `--weights=FILE|imagenet` evaluates other weights with the flags' settings.
 Both go through `experiment.run_experiment(config, "eval")`, as the trainer's --mode=eval;
 the flags are the config's evaluation settings (short and dotted, as the trainer's).
 
@@ -60,6 +61,15 @@ def base_config(f, given):
                 "--dataset and --image_sizes")
     if run is not None:
         return run.override(**EVALUATION), run
+    # A run's weights file (`RUN/final.weights.h5`): the run's settings, as --model_dir.
+    folder = os.path.dirname(os.path.abspath(f.weights)) if f.weights and \
+        f.weights != "imagenet" and os.path.isfile(f.weights) else None
+    run = read_config(folder) if folder else None
+    if run is not None:
+        print(f"note: evaluating with the settings of the run {folder} (its config.json: "
+              f"{run.model.name} on {run.data.dataset} at {run.data.image_size}x"
+              f"{run.data.image_size}); flags given override them")
+        return run.override(**{**EVALUATION, "weights": f.weights}), run
     dataset = given.get("data.dataset", (None, "imagenet2012"))[1]
     # A weights file of ours names its network: the default model (else sknet50).
     recorded = model_name_of(f.weights) if f.weights and f.weights != "imagenet" else None
@@ -91,7 +101,7 @@ def resolve(f):
         for dotted in given:
             old = run.eval_sizes if dotted == "data.eval_image_sizes" else run.get(dotted)
             if config.get(dotted) != old and dotted not in (
-                    "schedule.batch_size", "runtime.precision"):
+                    "schedule.batch_size", "runtime.precision", "model.weights"):
                 print(f"note: {flag_names[dotted]}={shown(config.get(dotted))} overrides the "
                       f"run's {dotted}={shown(old)}")
         if run.runtime.precision != config.runtime.precision:
