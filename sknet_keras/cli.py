@@ -75,12 +75,19 @@ def fail(message, program=None):
     sys.exit(2)
 
 
+_HELP = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def _parse_flags(program, check=None):
     def parse(argv):
         try:
             argv = flags.FLAGS(argv)
         except flags.Error as e:  # an unknown flag, a bad value: one line, status 2
             fail(e, program)
+        except SystemExit as e:  # absl exits with 1 after the help it was asked for
+            if e.code == 1 and any(a.split("=")[0] in _HELP for a in argv[1:]):
+                sys.exit(0)
+            raise
         # absl's --only_check_args: exit after parsing, and after the command's own checks.
         # (Exiting here, not in absl: absl skips it when app.run ran before in the process.)
         if flags.FLAGS["only_check_args"].value:

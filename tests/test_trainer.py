@@ -66,11 +66,14 @@ def test_console_scripts_describe_their_flags(script, flag):
         if not os.path.exists(cmd[0]):
             pytest.skip(f"{script} is not installed beside {sys.executable}")
     proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # asked for and given: success
     assert f"  {flag}" in proc.stdout and "USAGE" not in proc.stdout, proc.stdout[-2000:]
     assert "  --config." not in proc.stdout
     if "trainers.train" in script:
-        full = subprocess.run(cmd + ["--helpfull"], capture_output=True, text=True,
-                              timeout=120).stdout
+        helpfull = subprocess.run(cmd + ["--helpfull"], capture_output=True, text=True,
+                                  timeout=120)
+        full = helpfull.stdout
+        assert helpfull.returncode == 0
         assert "  --learning_rate" in full and "  --config.optimizer.learning_rate" in full
 
 
