@@ -387,7 +387,8 @@ def test_trainer_run_dir_is_analysed_with_the_runs_weights(folder_run, tmp_path)
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("backend,package", [("jax", "jax"), ("torch", "torch")])
+@pytest.mark.parametrize("backend,package", [
+    pytest.param("jax", "jax", marks=pytest.mark.exhaustive), ("torch", "torch")])
 def test_other_backends_give_the_tensorflow_numbers(backend, package, folder_run, tmp_path):
     import importlib.util
 

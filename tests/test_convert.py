@@ -46,8 +46,9 @@ def test_mini_networks_reproduce_timm_logits(config, stem, tmp_path):
 
 
 @pytest.mark.extra_large
-@pytest.mark.parametrize("model_name,stem", [("sknet50", "skresnext50_32x4d"),
-                                             ("skresnet18", "skresnet18")])
+@pytest.mark.parametrize("model_name,stem", [  # SKNet-50 also: test_timm_hub, in CI
+    pytest.param("sknet50", "skresnext50_32x4d", marks=pytest.mark.exhaustive),
+    ("skresnet18", "skresnet18")])
 def test_full_networks_reproduce_timm_logits_through_the_cli(model_name, stem, tmp_path):
     source = os.path.join(SHARED_REFERENCE, f"{stem}.random.safetensors")
     if not os.path.exists(source):

@@ -158,7 +158,7 @@ def _params():
                 yield pytest.param(case, family, id=f"{case}-{family}")
             elif case in EVERY_FAMILY:
                 marks = [pytest.mark.large] + ([pytest.mark.exhaustive]
-                                               if case in EVERY_FAMILY[2:] else [])
+                                               if case != EVERY_FAMILY[0] else [])
                 yield pytest.param(case, family, marks=marks, id=f"{case}-{family}")
 
 
@@ -173,9 +173,14 @@ def test_every_family_runs_alike_without_each_internal(case, family, monkeypatch
         warnings.simplefilter("always")
         got_logits, got_step = _run(family_config(family))
     named = [w for w in caught if issubclass(w.category, internals.InternalAPIWarning)]
-    assert len(named) == 1 and internal.name in str(named[0].message), [
-        str(w.message) for w in named]
-    assert internal.get() is internal.fallback
+    if internals.onednn_enabled() and internal in (internals.onednn_ops, internals.xla_context):
+        # Under TensorFlow's own oneDNN kernels the layers make no direct oneDNN calls, so
+        # these two are never consulted: nothing to warn of, and the same outputs.
+        assert not named, [str(w.message) for w in named]
+    else:
+        assert len(named) == 1 and internal.name in str(named[0].message), [
+            str(w.message) for w in named]
+        assert internal.get() is internal.fallback
     np.testing.assert_allclose(got_logits, want_logits, rtol=1e-4,
                                atol=1e-5 * np.abs(want_logits).max())
     _assert_steps_equal(got_step, want_step, f"{family} without {case}")

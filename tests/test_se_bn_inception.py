@@ -336,6 +336,7 @@ def test_registry_builders_and_bad_configs():
 
 
 @pytest.mark.large
+@pytest.mark.exhaustive  # the trainer's loop: test_trainer; this family's step: test_kernel_paths
 def test_the_trainer_trains_it_by_name(tmp_path):
     """By its registry name, with the digits recipe: two steps update every layer (each BN's
     moving mean has left its initial 0) and the run's weights file evaluates to its result."""

@@ -259,6 +259,7 @@ def test_applications_and_presets():
 
 
 @pytest.mark.large
+@pytest.mark.exhaustive  # the trainer's loop: test_trainer; this family's step: test_kernel_paths
 def test_trainer_trains_the_sk_variant_by_name(tmp_path):
     subprocess.run([sys.executable, "-m", "sknet_keras.trainers.train",
                     "--model=shufflenet_v2_x0_5_sk", "--recipe=digits", "--max_steps=2",
