@@ -5,10 +5,10 @@ Hugging Face Hub).
     python -m sknet_keras.hub --model=sknet50 --weights=imagenet --output=sknet50_imagenet
     python -m sknet_keras.hub --weights=runs/default --output=my_preset
 
-The preset holds an `ImageClassifier` and its model card (README.md: licence, datasets,
-parameters, multiply-adds, published top-1, usage, citation) and is ready for
-`keras_hub.upload_preset`. It holds an `ImageClassifier` (backbone, head, and a preprocessor that resizes RGB
-images in [0, 255] and applies the weights' normalization). Before it is put in place it is
+The preset holds an `ImageClassifier` (backbone, head, and a preprocessor that resizes RGB
+images in [0, 255] and applies the weights' normalization) and its model card (README.md:
+licence, datasets, parameters, multiply-adds, published top-1, usage, citation); upload it
+with `sknet_keras.hub.upload_preset`, which keeps the card. Before it is put in place it is
 loaded back with `keras_hub.models.ImageClassifier.from_preset` and its outputs compared
 with this package's network on test images; a preset that differs is not written.
 """
