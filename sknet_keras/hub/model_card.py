@@ -54,6 +54,13 @@ def _citations(config):
     return out or [_SKNET]
 
 
+def _release(config, weights):
+    """The release `weights` names: "imagenet" (the model's default) or "architecture.tag"."""
+    if weights == "imagenet":
+        return get_preset(config.name)
+    return get_preset(weights) if str(weights).split(".", 1)[0] == config.name else None
+
+
 def card_figures(model, classes, image_size):
     """{figure: value} the card states, counted on the network built at `image_size`."""
     from sknet_keras.applications import build_model
@@ -74,8 +81,7 @@ def model_card(model, figures, image_size, normalization, weights="imagenet", da
     training data where they are not a release."""
     config = get_model_config(model)
     entry = get_entry(config.name)
-    release = get_preset(weights if "." in str(weights) else config.name) \
-        if str(weights).split(".")[0] in ("imagenet", config.name) else None
+    release = _release(config, weights)
     licence = "other"
     if release is not None:
         licence = _LICENSES.get(release.license.split(" ")[0], "other")
