@@ -55,12 +55,13 @@ class Preset:
     also_accepted: Tuple[Tuple[str, str], ...] = ()
 
 
-def _timm(release, file_name, tag, top1, crop=0.875, interpolation="bicubic", hf=True):
+def _timm(release, file_name, tag, top1, crop=0.875, interpolation="bicubic", hf=True,
+          top1_source="timm results-imagenet.csv"):
     return Preset(
         source="timm", file_name=file_name, url=f"{TIMM_RELEASES}/{release}/{file_name}",
         sha256=file_name.rsplit("-", 1)[1].split(".")[0], preprocessing="torch",
         crop_fraction=crop, interpolation=interpolation, top1=top1,
-        top1_source=f"timm results-imagenet.csv, {tag}", license=TIMM_LICENSE,
+        top1_source=f"{top1_source}, {tag}", license=TIMM_LICENSE,
         page=f"https://huggingface.co/timm/{tag}" if hf else None,
         also_accepted=((f"{tag}.safetensors",
                         f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors"),)
@@ -99,6 +100,16 @@ PRESETS = {
                        "resnext50_32x4d.a1h_in1k", 81.140, crop=0.95),
     "seresnext50.racm_in1k": _timm("v0.1-weights", "seresnext50_32x4d_racm-a304a460.pth",
                          "seresnext50_32x4d.racm_in1k", 81.268),
+    # ResNeSt: the authors' weights as timm releases them (top-1 at the default size, 256
+    # for 101e).
+    "resnest50d.in1k": _timm("v0.1-resnest", "resnest50-528c19ca.pth", "resnest50d.in1k",
+                             80.958, interpolation="bilinear"),
+    **{f"{arch}.in1k": _timm("v0.1-resnest", file_name, f"{arch}.in1k", top1,
+                             interpolation=interpolation, top1_source="timm model index")
+       for arch, file_name, top1, interpolation in (
+           ("resnest101e", "resnest101-22405ba7.pth", 82.88, "bilinear"),
+           ("resnest50d_4s2x40d", "resnest50_fast_4s2x40d-41d14ed0.pth", 81.11, "bicubic"),
+           ("resnest50d_1s4x24d", "resnest50_fast_1s4x24d-d4a4f76f.pth", 81.0, "bicubic"))},
     # timm's port of the SENet release (the release's caffemodel is on Google Drive only).
     "senet154.in1k": _timm("v0.1-weights", "legacy_senet154-e9eb9fe6.pth", "legacy_senet154.in1k",
                       81.320, interpolation="bilinear", hf=False),

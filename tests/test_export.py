@@ -36,10 +36,11 @@ SERVE = {fmt: _serve(fmt) for fmt in ("litert", "onnx", "tf_saved_model")}
 SUFFIX = {"litert": ".tflite", "onnx": ".onnx", "tf_saved_model": ""}
 
 
-# CI exports SK-ResNeXt, ShuffleNetV2-SK and SE-BN-Inception (SK, grouped, channel shuffle,
-# SE, Caffe pooling, concatenation); the others repeat those layers.
+# CI exports SK-ResNeXt, ShuffleNetV2-SK, SE-BN-Inception and ResNeSt (SK, grouped, channel
+# shuffle, SE, Caffe pooling, concatenation, split attention, average pools); the others
+# repeat those layers.
 @pytest.mark.parametrize("family", [
-    f if f in ("sk_resnext", "shufflenet_v2_sk", "se_bn_inception")
+    f if f in ("sk_resnext", "shufflenet_v2_sk", "se_bn_inception", "resnest")
     else pytest.param(f, marks=pytest.mark.exhaustive) for f in FAMILY_NAMES])
 def test_every_format_serves_the_keras_logits(family, tmp_path):
     missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]

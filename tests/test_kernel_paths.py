@@ -323,6 +323,12 @@ def sliced_conv(x, kernel, groups, strides, dilation, padding, kernel_size):
     return tf.reshape(y, tf.stack([n, ho, wo, filters]))
 
 
+# Split attention (radix 2 in 2 cardinal groups), avd, average-pool shortcuts, deep stem.
+MINI_RESNEST = MODELS["resnest50d"].replace(name="mini_resnest", depths=(1, 1, 1, 1),
+                                            planes=(8, 16, 32, 64), stem_width=8,
+                                            cardinality=2)
+
+
 def _shufflenet(name):
     return MODELS[name].replace(name=f"mini_{name}", widths=(16, 32), repeats=(2, 1),
                                 stem_width=8, head_width=64)
@@ -345,6 +351,7 @@ FAMILIES = {
                                            dropout=0.0),  # backends draw other masks
     "shufflenet_v2": _shufflenet("shufflenet_v2_x0_5"),
     "shufflenet_v2_sk": _shufflenet("shufflenet_v2_x0_5_sk"),
+    "resnest": MINI_RESNEST,
 }
 
 

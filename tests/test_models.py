@@ -7,8 +7,10 @@ import pytest
 
 from conftest import MINI_SKRESNET, MINI_SKRESNEXT
 from harness import run_backbone_test, run_layer_test
-from sknet_keras.layers import GroupConv2D, SelectiveKernel, SelectiveKernelAttn, SqueezeExcite
+from sknet_keras.layers import (GroupConv2D, SelectiveKernel, SelectiveKernelAttn,
+                                SplitAttention, SqueezeExcite)
 from sknet_keras.registry import MODELS
+from test_kernel_paths import MINI_RESNEST
 
 MINI = {
     "sk_resnext": MINI_SKRESNEXT,
@@ -21,6 +23,9 @@ MINI = {
     "senet154_layout": MODELS["senet154"].replace(
         name="mini_senet154", depths=(1, 1, 1, 1), reduce_widths=(8, 16, 32, 64),
         widths=(16, 32, 64, 128), out_channels=(32, 64, 128, 256), groups=4),
+    "resnest": MINI_RESNEST,
+    "resnest_radix1_avd_first": MINI_RESNEST.replace(name="mini_resnest_1s", radix=1,
+                                                      cardinality=4, avd_first=True),
 }
 
 
@@ -35,6 +40,8 @@ def test_family_through_the_harness(name):
                              return_attention=True, min_attn_channels=8), (9, 9, 16)),
     (lambda: SelectiveKernel(16, groups=4, attention=False), (8, 8, 16)),
     (lambda: SqueezeExcite(4), (5, 5, 16)),
+    (lambda: SplitAttention(16, radix=2, groups=2, strides=2, return_attention=True),
+     (9, 9, 16)),
 ])
 def test_layer_through_the_harness(make, shape):
     run_layer_test(make, shape)
@@ -53,12 +60,12 @@ def test_every_family_record_ties_its_parts_together():
 
     from sknet_keras.models import CONFIG_CLASSES, FAMILIES
 
-    assert set(FAMILIES) == {"resnet", "bn_inception", "shufflenet_v2"}
+    assert set(FAMILIES) == {"resnet", "bn_inception", "shufflenet_v2", "resnest"}
     for name, record in FAMILIES.items():
         assert record.name == name and CONFIG_CLASSES[name] is record.config_class
         assert record.entries and all(isinstance(e.config, record.config_class)
                                       and e.config.family == name for e in record.entries)
-        assert record.converters
+        assert record.converters and record.hub_name
         for source, target in record.converters.items():
             module, function = target.split(":")
             assert module.startswith("sknet_keras.convert.")

@@ -28,8 +28,9 @@ from sknet_keras.hub import load_timm_preset  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "timm_hub")
 ARCHITECTURES = sorted(os.listdir(DATA))
-# In CI: one of each unit kind (SK bottleneck, SE bottleneck, the SENet release's layout).
-FIFTY = {"skresnext50_32x4d", "seresnext50_32x4d", "legacy_seresnet50"}
+# In CI: one of each unit kind (SK bottleneck, SE bottleneck, the SENet release's layout,
+# split attention).
+FIFTY = {"skresnext50_32x4d", "seresnext50_32x4d", "legacy_seresnet50", "resnest50d"}
 
 
 def _tier(arch):

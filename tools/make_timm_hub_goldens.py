@@ -24,6 +24,7 @@ ARCHITECTURES = (
     "seresnext50_32x4d", "seresnext101_32x4d", "seresnext101_32x8d", "seresnext101_64x4d",
     "legacy_seresnet50", "legacy_seresnet101", "legacy_seresnet152",
     "legacy_seresnext50_32x4d", "legacy_seresnext101_32x4d", "legacy_senet154",
+    "resnest50d", "resnest101e", "resnest50d_4s2x40d", "resnest50d_1s4x24d",
 )
 SEED = 0
 SAMPLES = 256

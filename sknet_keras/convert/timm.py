@@ -13,6 +13,7 @@ import numpy as np
 from sknet_keras.convert.common import (INVERSE, conv_kernel, dense_kernel, family_mapping,
                                         pointwise_kernel)
 from sknet_keras.convert.pth import read_pth
+from sknet_keras.models import FAMILIES
 from sknet_keras.models.resnet import units
 from sknet_keras.registry import get_model_config
 
@@ -100,22 +101,9 @@ def _legacy_senet_mapping(config, include_top):
 
 
 # timm's `architecture` names (its model entry points, what a timm repository's config.json
-# names) of the networks this package builds: a registry name, or one with other widths or
-# cardinality (timm's wider ResNeXt-101s, built from the registry's by these changes).
-_WIDE = {"32x8d": dict(widths=(256, 512, 1024, 2048)),
-         "32x16d": dict(widths=(512, 1024, 2048, 4096)),
-         "32x32d": dict(widths=(1024, 2048, 4096, 8192)),
-         "64x4d": dict(widths=(256, 512, 1024, 2048), groups=64)}
-TIMM_ARCHITECTURES = {
-    "skresnet18": "skresnet18", "skresnet34": "skresnet34", "skresnext50_32x4d": "sknet50",
-    "resnext50_32x4d": "resnext50", "resnext101_32x4d": "resnext101",
-    "seresnext50_32x4d": "seresnext50", "seresnext101_32x4d": "seresnext101",
-    "legacy_seresnet50": "seresnet50", "legacy_seresnet101": "seresnet101",
-    "legacy_seresnet152": "seresnet152", "legacy_seresnext50_32x4d": "seresnext50_caffe",
-    "legacy_seresnext101_32x4d": "seresnext101_caffe", "legacy_senet154": "senet154",
-    **{f"resnext101_{w}": ("resnext101", _WIDE[w]) for w in ("32x8d", "32x16d", "32x32d", "64x4d")},
-    **{f"seresnext101_{w}": ("seresnext101", _WIDE[w]) for w in ("32x8d", "64x4d")},
-}
+# names) of the networks this package builds, as each family's record lists them.
+TIMM_ARCHITECTURES = {name: target for record in FAMILIES.values()
+                      for name, target in record.timm_architectures.items()}
 
 
 def timm_architecture(name):

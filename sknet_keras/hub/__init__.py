@@ -32,15 +32,8 @@ if sys.argv[:1] == ["-m"] and "-m" in _argv[:-1] and \
         _argv[_argv.index("-m") + 1] == "sknet_keras.hub":
     import sknet_keras.cli  # noqa: F401
 
-from sknet_keras.hub.models import (BACKBONES, CLASSIFIERS, SEBNInceptionBackbone,  # noqa: E402
-                                    SEBNInceptionImageClassifier,
-                                    SEBNInceptionImageClassifierPreprocessor,
-                                    SEBNInceptionImageConverter, ShuffleNetV2Backbone,
-                                    ShuffleNetV2ImageClassifier,
-                                    ShuffleNetV2ImageClassifierPreprocessor,
-                                    ShuffleNetV2ImageConverter, SKNetBackbone,
-                                    SKNetImageClassifier, SKNetImageClassifierPreprocessor,
-                                    SKNetImageConverter, converter_normalization)
+from sknet_keras.hub.models import (BACKBONES, CLASSES, CLASSIFIERS,  # noqa: E402
+                                    converter_normalization)
 from sknet_keras.hub.building import backbone, copy_weights, image_classifier  # noqa: E402
 from sknet_keras.hub.model_card import upload_preset  # noqa: E402
 from sknet_keras.hub.timm_presets import load_timm_preset  # noqa: E402
@@ -48,14 +41,11 @@ from sknet_keras.hub.timm_presets import install as _install_timm_loader  # noqa
 
 _install_timm_loader()
 
+# Every family's Backbone, ImageConverter, ImageClassifierPreprocessor and ImageClassifier
+# (SKNetBackbone, ShuffleNetV2ImageClassifier, SEBNInceptionBackbone, ResNeStBackbone, ...).
+globals().update(CLASSES)
+
 __all__ = [
     "backbone", "image_classifier", "copy_weights", "converter_normalization", "load_timm_preset",
-    "upload_preset",
-    "BACKBONES", "CLASSIFIERS",
-    "SKNetBackbone", "SKNetImageConverter", "SKNetImageClassifierPreprocessor",
-    "SKNetImageClassifier",
-    "ShuffleNetV2Backbone", "ShuffleNetV2ImageConverter",
-    "ShuffleNetV2ImageClassifierPreprocessor", "ShuffleNetV2ImageClassifier",
-    "SEBNInceptionBackbone", "SEBNInceptionImageConverter",
-    "SEBNInceptionImageClassifierPreprocessor", "SEBNInceptionImageClassifier",
+    "upload_preset", "BACKBONES", "CLASSIFIERS", *CLASSES,
 ]

@@ -7,7 +7,7 @@ interpolation it was measured at, usage, and the papers to cite."""
 import math
 
 from sknet_keras.presets import get_preset
-from sknet_keras.registry import get_entry, get_model_config
+from sknet_keras.registry import family, get_entry, get_model_config
 
 CARD_FILE = "README.md"
 
@@ -51,6 +51,8 @@ def _citations(config):
         out.append(_RESNEXT)
     if config.family == "shufflenet_v2":
         out.append(_SHUFFLENET)
+    if family(config).citation:
+        out.append(family(config).citation)
     return out or [_SKNET]
 
 

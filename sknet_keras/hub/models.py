@@ -194,14 +194,12 @@ def _family_classes(prefix, family):
     return backbone, converter, preprocessor, classifier
 
 
-(SKNetBackbone, SKNetImageConverter, SKNetImageClassifierPreprocessor,
- SKNetImageClassifier) = _family_classes("SKNet", "resnet")
-(ShuffleNetV2Backbone, ShuffleNetV2ImageConverter, ShuffleNetV2ImageClassifierPreprocessor,
- ShuffleNetV2ImageClassifier) = _family_classes("ShuffleNetV2", "shufflenet_v2")
-(SEBNInceptionBackbone, SEBNInceptionImageConverter, SEBNInceptionImageClassifierPreprocessor,
- SEBNInceptionImageClassifier) = _family_classes("SEBNInception", "bn_inception")
-
-BACKBONES = {"resnet": SKNetBackbone, "shufflenet_v2": ShuffleNetV2Backbone,
-             "bn_inception": SEBNInceptionBackbone}
-CLASSIFIERS = {"resnet": SKNetImageClassifier, "shufflenet_v2": ShuffleNetV2ImageClassifier,
-               "bn_inception": SEBNInceptionImageClassifier}
+# The four classes of every family, named by its record's `hub_name` (SKNetBackbone,
+# ResNeStImageClassifier, ...), as attributes of this module.
+BACKBONES, CLASSIFIERS, CLASSES = {}, {}, {}
+for _name, _record in FAMILIES.items():
+    for _cls in _family_classes(_record.hub_name, _name):
+        CLASSES[_cls.__name__] = _cls
+    BACKBONES[_name] = CLASSES[f"{_record.hub_name}Backbone"]
+    CLASSIFIERS[_name] = CLASSES[f"{_record.hub_name}ImageClassifier"]
+globals().update(CLASSES)

@@ -212,4 +212,5 @@ ENTRIES = (
 )
 
 FAMILY = Family("bn_inception", BNInceptionConfig, backbone, pyramid_taps, ENTRIES, converters={
-    "caffe": "sknet_keras.convert.caffe_bn_inception:bn_inception_mapping"})
+    "caffe": "sknet_keras.convert.caffe_bn_inception:bn_inception_mapping"},
+    hub_name="SEBNInception")

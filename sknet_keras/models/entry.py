@@ -5,7 +5,8 @@ config class, its backbone builder, its named networks, its pyramid taps and, pe
 source, the converter function that maps that source's weights (named by "module:function",
 so that models import nothing of the converters above them). Registry, weights files,
 keras-hub classes and converters all read the record: adding a family is its module and its
-record in `models.FAMILIES`, with no `if family == ...` anywhere.
+record in `models.FAMILIES`, with no `if family == ...` anywhere: the applications, the
+keras-hub classes and timm loading, the converters and the tables find it there.
 
 An `Entry` is a named network: a family's config + what the papers say of it.
 """
@@ -47,4 +48,9 @@ class Family:
     pyramid_taps: Callable  # config -> {level: layer name}
     entries: Tuple[Entry, ...]
     converters: Mapping[str, str] = dataclasses.field(default_factory=dict)  # source -> "module:fn"
+    # timm's architecture names (its entry points, what a timm repository's config.json
+    # names) of this family's networks: a registry name, or (registry name, config changes).
+    timm_architectures: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    hub_name: str = ""  # prefix of its keras-hub classes: f"{hub_name}Backbone", ...
+    citation: str = ""  # BibTeX of the family's paper, for model cards
 

@@ -198,4 +198,5 @@ ENTRIES = tuple(
 )
 
 FAMILY = Family("shufflenet_v2", ShuffleNetV2Config, backbone, pyramid_taps, ENTRIES,
-                converters={"torchvision": "sknet_keras.convert.torchvision:shufflenet_torchvision_mapping"})
+                converters={"torchvision": "sknet_keras.convert.torchvision:shufflenet_torchvision_mapping"},
+                hub_name="ShuffleNetV2")

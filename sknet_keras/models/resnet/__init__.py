@@ -9,6 +9,7 @@ from sknet_keras.models.entry import Family
 ENTRIES = entries.ENTRIES + ablations.ENTRIES
 FAMILY = Family("resnet", ResNetConfig, backbone, pyramid_taps, ENTRIES, converters={
     "timm": "sknet_keras.convert.timm:resnet_timm_mapping",
-    "caffe": "sknet_keras.convert.caffe:resnet_caffe_mapping"})
+    "caffe": "sknet_keras.convert.caffe:resnet_caffe_mapping"},
+    timm_architectures=entries.TIMM_ARCHITECTURES, hub_name="SKNet")
 
 __all__ = ["backbone", "pyramid_taps", "ResNetConfig", "SKConfig", "Unit", "units", "ENTRIES", "FAMILY"]

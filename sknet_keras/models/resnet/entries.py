@@ -86,3 +86,20 @@ ENTRIES = (
     Entry(ResNetConfig("skresnet34", depths=D50, **SK_RESNET),
           "SK-ResNet-34 (timm skresnet34: basic blocks, split input)"),
 )
+
+# timm's architecture names of these networks: a registry name, or one with other widths or
+# cardinality (timm's wider ResNeXt-101s, built from the registry's by these changes).
+_WIDE = {"32x8d": dict(widths=(256, 512, 1024, 2048)),
+         "32x16d": dict(widths=(512, 1024, 2048, 4096)),
+         "32x32d": dict(widths=(1024, 2048, 4096, 8192)),
+         "64x4d": dict(widths=(256, 512, 1024, 2048), groups=64)}
+TIMM_ARCHITECTURES = {
+    "skresnet18": "skresnet18", "skresnet34": "skresnet34", "skresnext50_32x4d": "sknet50",
+    "resnext50_32x4d": "resnext50", "resnext101_32x4d": "resnext101",
+    "seresnext50_32x4d": "seresnext50", "seresnext101_32x4d": "seresnext101",
+    "legacy_seresnet50": "seresnet50", "legacy_seresnet101": "seresnet101",
+    "legacy_seresnet152": "seresnet152", "legacy_seresnext50_32x4d": "seresnext50_caffe",
+    "legacy_seresnext101_32x4d": "seresnext101_caffe", "legacy_senet154": "senet154",
+    **{f"resnext101_{w}": ("resnext101", _WIDE[w]) for w in ("32x8d", "32x16d", "32x32d", "64x4d")},
+    **{f"seresnext101_{w}": ("seresnext101", _WIDE[w]) for w in ("32x8d", "64x4d")},
+}
