@@ -287,7 +287,9 @@ def main(argv):
         "tensorflow": tf.__version__,
         "kernels": kernels,
     }
-    with open(FLAGS.output, "w") as f:
+    from sknet_keras.atomic_files import atomic_open
+
+    with atomic_open(FLAGS.output) as f:
         json.dump(payload, f, indent=2)
     print(f"wrote {FLAGS.output}")
 

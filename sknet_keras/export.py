@@ -25,6 +25,7 @@ from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras import file_lock
+from sknet_keras.atomic_files import atomic_path
 from sknet_keras.extras import require
 
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
@@ -291,10 +292,7 @@ def export(source, fmt, output, outputs="logits", quantize="none", calibration=N
     x = calibration[:8] if calibration is not None else check_images(source.size)
     want = np.asarray(model(x, training=False))
     path = output + FORMATS[fmt]
-    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp." + os.path.basename(path))
-    run_files.remove(tmp)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
+    with atomic_path(path) as tmp:
         keras_format = "tf_saved_model" if fmt == "saved_model" else fmt
         options = _litert_options(quantize, calibration) if fmt == "litert" else {}
         model.export(tmp, format=keras_format, verbose=False, **options)
@@ -312,10 +310,6 @@ def export(source, fmt, output, outputs="logits", quantize="none", calibration=N
                 f"the {quantize}-quantized {fmt} file of {source.model} agrees with the float "
                 f"model's top-1 on {agreement:.0%} of {len(x)} images, under "
                 f"--min_agreement={min_agreement:g}: not written")
-        run_files.remove(path)
-        os.replace(tmp, path)
-    finally:
-        run_files.remove(tmp)
     return {"path": path, "bytes": run_files.record(path)["bytes"], "max_abs_diff": diff,
             "top1_agreement": agreement, "images": len(x)}
 

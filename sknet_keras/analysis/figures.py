@@ -30,7 +30,10 @@ def _figure(height=HEIGHT):
 def _finish(figure, path):
     if path is None:
         return figure
-    figure.savefig(path, dpi=DPI)
+    from sknet_keras.atomic_files import atomic_path
+
+    with atomic_path(path) as tmp:  # keeps the suffix, which names the format
+        figure.savefig(tmp, dpi=DPI)
     return path
 
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from sknet_keras.analysis.attention import branch_label, receptive_field
+from sknet_keras.atomic_files import atomic_open, atomic_path
 
 
 def scale_key(scale):
@@ -91,14 +92,15 @@ def write(result, output_dir, settings=None, per_image=True):
     """summary.json, summary.csv and attention.npz in `output_dir`; returns the summary."""
     os.makedirs(output_dir, exist_ok=True)
     data = summary(result, settings, per_image)
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+    with atomic_open(os.path.join(output_dir, "summary.json")) as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-    with open(os.path.join(output_dir, "summary.csv"), "w", newline="") as f:
+    with atomic_open(os.path.join(output_dir, "summary.csv"), newline="") as f:
         csv.writer(f).writerows(csv_rows(data))
     arrays = {f"means/{u}": result.means[u] for u in result.units}
     if result.channels is not None:
         arrays[f"channels/{result.channel_unit}"] = result.channels
-    np.savez_compressed(os.path.join(output_dir, "attention.npz"), labels=result.labels,
-                        names=np.array(result.names), scales=np.array(result.scales), **arrays)
+    with atomic_path(os.path.join(output_dir, "attention.npz")) as tmp:
+        np.savez_compressed(tmp, labels=result.labels, names=np.array(result.names),
+                            scales=np.array(result.scales), **arrays)
     return data

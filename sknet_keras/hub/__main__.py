@@ -14,12 +14,12 @@ with this package's network on test images; a preset that differs is not written
 """
 
 import os
-import shutil
 
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras import file_lock
+from sknet_keras.atomic_files import atomic_path
 
 FLAGS = flags.FLAGS
 
@@ -45,7 +45,6 @@ def write_preset(source, output):
 
     from sknet_keras.export import check_images, serving_model
     from sknet_keras.hub.building import image_classifier
-    from sknet_keras.trainers import run_files
 
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise cli.UsageError(f"--output: {output} exists and is not an empty folder (choose "
@@ -57,10 +56,7 @@ def write_preset(source, output):
     classifier = image_classifier(source.model, classes=source.classes,
                                   image_size=source.size, normalization=source.normalization,
                                   network=network)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(output)),
-                       ".tmp." + os.path.basename(os.path.abspath(output)))
-    run_files.remove(tmp)
-    try:
+    with atomic_path(output) as tmp:  # replaces an empty folder (checked above)
         classifier.save_to_preset(tmp)
         loaded = keras_hub.models.ImageClassifier.from_preset(tmp)
         x = check_images(source.size)
@@ -73,12 +69,6 @@ def write_preset(source, output):
                              f"outputs (max difference {diff:.3g} against outputs up to "
                              f"{scale:.3g}, top-1 agreement {agreement:.0%}): not written")
         _write_card(source, tmp, output)
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty (checked above)
-        os.replace(tmp, output)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     return diff, scale, agreement
 
 

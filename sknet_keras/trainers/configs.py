@@ -19,6 +19,7 @@ import re
 import typing
 from typing import Optional, Tuple
 
+from sknet_keras.atomic_files import atomic_open
 from sknet_keras.trainers import settings
 from sknet_keras.trainers.settings import ConfigError, above, at_least, each_at_least, setting
 from sknet_keras.trainers.settings import within
@@ -363,11 +364,8 @@ def recipe(name, dataset=None):
 def write_config(config, model_dir):
     """model_dir/config.json, written atomically."""
     path = os.path.join(model_dir, CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        f.write(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -142,9 +142,10 @@ def main(argv, flag_values=FLAGS):
         raise cli.UsageError(config_flags.describe(e, flag_names)) from None
     if flag_values.output:
         from sknet_keras import file_lock
+        from sknet_keras.atomic_files import atomic_open
 
         with file_lock.writing(flag_values.output, "sknet_keras.trainers.evaluate"), \
-                open(flag_values.output, "w") as f:
+                atomic_open(flag_values.output) as f:
             json.dump({str(k): v for k, v in results.items()}, f, indent=2)
 
 

@@ -4,6 +4,7 @@ place, so that it is complete or absent, never half written under its final name
 import errno
 import os
 
+from sknet_keras.atomic_files import atomic_path
 from sknet_keras.trainers import run_files
 from sknet_keras.trainers.configs import EXPORT_FILES
 from sknet_keras.weights.files import save_weights
@@ -32,14 +33,10 @@ def write(model, model_dir, name):
     A full disk raises OSError(ENOSPC) in one line and leaves no partial file."""
     file_name, writer = EXPORTS[name]
     path = os.path.join(model_dir, file_name)
-    tmp = os.path.join(model_dir, f".tmp.{file_name}")  # same suffix: Keras checks it
-    run_files.remove(tmp)
     try:
-        writer(model, tmp)
-        run_files.remove(path)  # a folder cannot be renamed over
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            writer(model, tmp)
     except BaseException as e:
-        run_files.remove(tmp)
         if run_files.is_disk_full(e):
             raise OSError(errno.ENOSPC, f"the disk is full: could not write {path}") from None
         raise

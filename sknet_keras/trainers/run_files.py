@@ -1,31 +1,23 @@
 """The files a run writes: complete or absent, each with a record to check it against.
 
-Every file goes to a temporary name in its folder and is renamed into place (a rename
-within one filesystem is atomic), so a kill leaves the old file or the new one, never half
-of one. `result.json` records each export's size and SHA-256; a re-run checks them, since a
-file that exists can still be truncated or damaged.
+Every file is written through `sknet_keras.atomic_files`, so a kill leaves the old file or
+the new one, never half of one. `result.json` records each export's size and SHA-256; a
+re-run checks them, since a file that exists can still be truncated or damaged.
 """
 
 import errno
 import hashlib
 import json
 import os
-import shutil
+
+from sknet_keras.atomic_files import atomic_open, is_partial, remove, restore_interrupted
 
 
 def write_json(path, payload):
-    """`path` written atomically (temp file, fsync, rename)."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """`path` written atomically."""
+    text = json.dumps(payload, indent=2) + "\n"  # a payload that fails, fails before the file
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def read_json(path):
@@ -47,17 +39,13 @@ def is_disk_full(error):
     return "No space left on device" in text or "errno = 28" in text
 
 
-def remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
 def remove_partial_files(model_dir, subdirs=("checkpoints",)):
-    """Clear what a killed run left half written: temporary exports and records (`.tmp`),
-    TensorFlow's `ckpt-N_temp` folders. Returns their names."""
+    """Clear what a killed run left half written: the atomic writer's temporaries (and the
+    `.tmp` files of earlier versions), TensorFlow's `ckpt-N_temp` folders. Returns their
+    names."""
     removed = []
+    if os.path.isdir(model_dir):
+        restore_interrupted(model_dir)  # an export folder a kill left moved aside
     for sub in ("",) + tuple(subdirs):
         folder = os.path.join(model_dir, sub)
         try:
@@ -65,7 +53,7 @@ def remove_partial_files(model_dir, subdirs=("checkpoints",)):
         except OSError:
             continue
         for name in names:
-            if name.startswith(".tmp.") or name.endswith(".tmp") or (
+            if is_partial(name) or name.endswith(".tmp") or (
                     sub and name.startswith("ckpt-") and name.endswith("_temp")):
                 remove(os.path.join(folder, name))
                 removed.append(os.path.join(sub, name))

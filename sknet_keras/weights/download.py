@@ -26,6 +26,8 @@ import urllib.request
 
 from sknet_keras import file_lock
 
+from sknet_keras.atomic_files import commit
+
 CHUNK = 1 << 20
 
 
@@ -165,5 +167,5 @@ def _download(url, path, sha256, sha384, size, retries, timeout, progress, backo
         os.remove(part)
         raise DownloadError(f"the file downloaded from {url} is not the published one: "
                             f"{problem}; it was deleted")
-    os.replace(part, path)
+    commit(part, path)
     return path

@@ -25,6 +25,8 @@ import warnings
 import h5py
 import numpy as np
 
+from sknet_keras.atomic_files import atomic_path
+
 FORMAT = "sknet_keras.weights.v1"
 KERAS_SUFFIX = ".weights.h5"
 # Root attribute of our Keras-format files: {"family", "config", "classes"} as JSON.
@@ -33,21 +35,14 @@ HEAD_PREFIXES = ("predictions/",)
 
 
 def write_tensors(path, tensors, model_name="", **metadata):
-    """Write {variable path: array} in our format; atomic (a temp file renamed into place)."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["model"] = model_name
-            for key, value in metadata.items():
-                f.attrs[key] = value
-            for name, value in tensors.items():
-                f.create_dataset(name, data=np.asarray(value))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write {variable path: array} in our format, atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["model"] = model_name
+        for key, value in metadata.items():
+            f.attrs[key] = value
+        for name, value in tensors.items():
+            f.create_dataset(name, data=np.asarray(value))
 
 
 def save_weights(model, path, config=None, **metadata):
@@ -65,8 +60,7 @@ def save_weights(model, path, config=None, **metadata):
 
     if config is None and model.name in ENTRIES:  # built by name: the registry's network
         config = ENTRIES[model.name].config
-    tmp = path[:-len(KERAS_SUFFIX)] + ".tmp" + KERAS_SUFFIX  # Keras checks the suffix
-    try:
+    with atomic_path(path) as tmp:  # keeps the suffix, which Keras checks
         model.save_weights(tmp)
         with h5py.File(tmp, "a") as f:
             f.attrs["model"] = model.name
@@ -76,10 +70,6 @@ def save_weights(model, path, config=None, **metadata):
                     "classes": _classes(model)})
             for key, value in metadata.items():
                 f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _classes(model):
