@@ -26,6 +26,7 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 
 from sknet_keras import file_lock
 from sknet_keras.atomic_files import atomic_path
+from sknet_keras.normalization import MODES
 from sknet_keras.extras import require
 
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
@@ -47,7 +48,7 @@ def _define_flags():
                         "in the current folder; a run's exports go beside its files).")
     flags.DEFINE_enum("outputs", "logits", ["logits", "probabilities"], "What the file gives.")
     flags.DEFINE_integer("image_size", None, "Input size (default: the run's, else the model's).")
-    flags.DEFINE_enum("normalization", None, ["torch", "caffe", "senet", "tf"], "Preprocessing "
+    flags.DEFINE_enum("normalization", None, list(MODES), "Preprocessing "
                       "in the file (default: the run's, else the weights').")
     flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "LiteRT only: dynamic-range "
                       "(int8 weights) or full int8 (weights and activations; needs "

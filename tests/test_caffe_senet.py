@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from sknet_keras import applications, presets
 from sknet_keras.applications import build_model, preprocess_input
@@ -272,17 +271,6 @@ def test_release_errors_name_the_problem(tmp_path, rng):
     write_caffemodel(tmp_path / "bn.caffemodel", bad, types={"conv1/7x7_s2/bn": "BatchNorm"})
     with pytest.raises(ValueError, match="BatchNorm layer 'conv1/7x7_s2/bn' has 2 blobs"):
         caffemodel_tensors(tmp_path / "bn.caffemodel")
-
-
-@pytest.mark.parametrize("mode", ["torch", "caffe", "senet", "tf"])
-def test_input_pipeline_normalizes_as_preprocess_input(mode, rng):
-    from sknet_keras.trainers.pipeline import normalize
-
-    rgb = rng.uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(normalize(tf.constant(rgb), mode).numpy(),
-                               preprocess_input(rgb.copy(), mode=mode), rtol=1e-6, atol=1e-4)
-    with pytest.raises(ValueError, match="unknown preprocessing mode 'bgr'"):
-        preprocess_input(rgb, mode="bgr")
 
 
 # timm's legacy SENets (timm/models/senet.py, Cadene's port of the release): key → shape.

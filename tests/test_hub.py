@@ -48,16 +48,6 @@ def _assert_close(got, want, rtol=1e-4):
     assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_the_image_converter_is_preprocess_input(mode):
-    converter = hub.SKNetImageConverter(
-        *(), **dict(zip(("scale", "offset", "channel_order"),
-                        hub.converter_normalization(mode))))
-    x = _images(2)
-    np.testing.assert_allclose(np.asarray(converter(x)), preprocess_input(x.copy(), mode=mode),
-                               rtol=1e-5, atol=1e-4)
-
-
 @pytest.mark.large
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_every_family_classifier_gives_the_networks_logits_through_a_preset(family, tmp_path):

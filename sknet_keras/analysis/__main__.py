@@ -9,9 +9,8 @@ attention), attention.npz, and the paper's figures as PNGs. docs/analysis.md has
 from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
-from sknet_keras.applications.imagenet_utils import BGR_MEANS
 from sknet_keras.trainers.configs import DATASET_HELP
-from sknet_keras.trainers.pipeline import MEAN_STD
+from sknet_keras.normalization import MODES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry model with SK units (default: the run's with "
@@ -36,7 +35,7 @@ flags.DEFINE_string("output_dir", "attention_analysis", "Where the results go.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch (each at every scale).")
 flags.DEFINE_integer("image_size", None, "Network resolution (default: the run's, else the "
                      "model's).")
-flags.DEFINE_enum("normalization", None, sorted({*BGR_MEANS, *MEAN_STD}), "Input "
+flags.DEFINE_enum("normalization", None, list(MODES), "Input "
                   "normalization, as the trainer's input pipeline (default: the weights' or "
                   "the run's).")
 flags.DEFINE_bool("per_image", None, "Per-image results in summary.json/csv (default: with "

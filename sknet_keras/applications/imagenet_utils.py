@@ -6,46 +6,21 @@ from importlib import resources
 
 import keras
 import numpy as np
-from keras.applications import imagenet_utils as _keras_imagenet_utils
 
 from sknet_keras import presets
+from sknet_keras.normalization import normalize
 from sknet_keras.registry import get_model_config
 
 
-# BGR means subtracted by the Caffe-style modes: Keras' "caffe" mode, and the SENet release,
-# whose prototxts state `mean_value: 104, 117, 123`.
-BGR_MEANS = {"caffe": (103.939, 116.779, 123.68), "senet": (104.0, 117.0, 123.0)}
-MODES = ("torch", "caffe", "tf", "senet")
-MODE_DESCRIPTIONS = {
-    "torch": "RGB scaled to [0, 1], minus ImageNet mean, over std (timm, torchvision)",
-    "caffe": "BGR minus the ImageNet BGR mean (Keras' caffe mode; official SKNet release)",
-    "senet": "BGR minus (104, 117, 123) (the official SENet release)",
-    "tf": "scaled to [-1, 1]",
-}
-
-
 def preprocess_input(x, data_format=None, mode="torch"):
-    """RGB images in [0, 255] → the network's input.
+    """RGB images in [0, 255] → the network's input (`sknet_keras.normalization`).
 
     mode "torch" (default): ImageNet mean/std, the convention of the timm releases; "caffe":
     RGB→BGR and mean subtraction, the official SKNet Caffe release (Keras' caffe mode);
     "senet": RGB→BGR minus (104, 117, 123), the official SENet release; "tf": [-1, 1].
     `preprocessing_mode(model)` tells which one a model's `weights="imagenet"` expects.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {MODES}")
-    if mode != "senet":
-        return _keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
-    data_format = data_format or keras.config.image_data_format()
-    if data_format == "channels_first":
-        axis_shape = (3, 1, 1) if len(x.shape) == 3 else (1, 3, 1, 1)
-        bgr = x[::-1, ...] if len(x.shape) == 3 else x[:, ::-1, ...]
-    else:
-        axis_shape, bgr = (3,), x[..., ::-1]
-    mean = np.reshape(np.asarray(BGR_MEANS["senet"], "float32"), axis_shape)
-    if isinstance(x, np.ndarray):
-        return bgr.astype(keras.backend.floatx(), copy=False) - mean
-    return keras.ops.cast(bgr, keras.backend.floatx()) - mean
+    return normalize(x, mode, data_format or keras.config.image_data_format())
 
 
 def preprocessing_mode(model):

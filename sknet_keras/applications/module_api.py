@@ -7,6 +7,7 @@ mode, so that `module.preprocess_input(x)` prepares images as that family's weig
 from sknet_keras import presets
 from sknet_keras.applications import imagenet_utils
 from sknet_keras.applications.builder import build_model
+from sknet_keras.normalization import MODE_DESCRIPTIONS
 
 
 # Every named builder, by public name, in the order the family modules define them: the
@@ -62,5 +63,5 @@ def preprocessing_functions(mode):
 
     preprocess_input.__doc__ = (
         f"RGB images in [0, 255] → this family's network input (mode {mode!r}: "
-        f"{imagenet_utils.MODE_DESCRIPTIONS[mode]}).")
+        f"{MODE_DESCRIPTIONS[mode]}).")
     return preprocess_input, imagenet_utils.decode_predictions

@@ -20,6 +20,7 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 
 from sknet_keras import file_lock
 from sknet_keras.atomic_files import atomic_path
+from sknet_keras.normalization import MODES
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +34,7 @@ def _define_flags():
                         "empty).")
     flags.DEFINE_integer("image_size", None, "The preprocessor's image size (default: the run's, "
                          "else the model's).")
-    flags.DEFINE_enum("normalization", None, ["torch", "caffe", "senet", "tf"], "The "
+    flags.DEFINE_enum("normalization", None, list(MODES), "The "
                       "preprocessor's normalization (default: the run's, else the weights').")
 
 

@@ -15,12 +15,11 @@ import contextlib
 
 import keras
 
-from sknet_keras.applications.imagenet_utils import BGR_MEANS
 from sknet_keras.extras import require
 from sknet_keras.models import CONFIG_CLASSES, FAMILIES
 from sknet_keras.models.serialization import config_from_dict, config_to_dict
 from sknet_keras.registry import get_model_config
-from sknet_keras.trainers.pipeline import MEAN_STD
+from sknet_keras.normalization import scale_offset
 
 keras_hub = require("keras_hub", "sknet_keras.hub")
 
@@ -28,18 +27,9 @@ PACKAGE = "sknet_keras"
 LEVELS = (2, 3, 4, 5)
 
 
-def converter_normalization(mode):
-    """(scale, offset, channel_order) for which `ImageConverter`'s x * scale + offset on RGB
-    images in [0, 255], then the channel order, is `preprocess_input(x, mode=mode)`."""
-    if mode in MEAN_STD:  # (x - mean) / std on [0, 255] images
-        mean, std = MEAN_STD[mode]
-        return [1 / s for s in std], [-m / s for m, s in zip(mean, std)], "rgb"
-    if mode == "tf":
-        return 1 / 127.5, -1.0, "rgb"
-    if mode in BGR_MEANS:  # BGR minus the BGR mean = flip(RGB minus the RGB mean)
-        return None, [-m for m in reversed(BGR_MEANS[mode])], "bgr"
-    raise ValueError(f"unknown preprocessing mode {mode!r}; expected torch, tf, "
-                     f"{', '.join(BGR_MEANS)}")
+# (scale, offset, channel_order) for which `ImageConverter`'s x * scale + offset on RGB
+# images in [0, 255], then the channel order, is `preprocess_input(x, mode=mode)`.
+converter_normalization = scale_offset
 
 
 @contextlib.contextmanager

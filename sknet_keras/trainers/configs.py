@@ -20,6 +20,7 @@ import typing
 from typing import Optional, Tuple
 
 from sknet_keras.atomic_files import atomic_open
+from sknet_keras.normalization import MODES
 from sknet_keras.trainers import settings
 from sknet_keras.trainers.settings import ConfigError, above, at_least, each_at_least, setting
 from sknet_keras.trainers.settings import within
@@ -90,7 +91,7 @@ class DataConfig:
         flag="image_sizes", check=each_at_least(32), evaluate=True)
     normalization: Optional[str] = setting(
         None, "Input normalization (default: the weights' own).", evaluate=True,
-        choices=("torch", "caffe", "senet", "tf"))
+        choices=MODES)
     augment: str = setting("none", "Training augmentation.",
                            choices=("senet", "lightweight", "cifar", "none"))
     crop_area: Tuple[float, float] = setting(

@@ -21,13 +21,10 @@ import sys
 
 import tensorflow as tf
 
-from sknet_keras.applications.imagenet_utils import BGR_MEANS
 from sknet_keras.extras import require
+from sknet_keras.normalization import normalize
 from sknet_keras.trainers.datasets import DataError, records
 
-MEAN_STD = {
-    "torch": ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
-}
 BAD_IMAGE = "corrupt or undecodable image:"
 
 
@@ -145,16 +142,6 @@ def eval_image(encoded, image_size, crop_fraction=0.875, method="bicubic"):
     left = (new[1] - image_size) // 2
     image = image[top:top + image_size, left:left + image_size]
     return tf.clip_by_value(tf.ensure_shape(image, [image_size, image_size, 3]), 0.0, 255.0)
-
-
-def normalize(image, mode="torch"):
-    """RGB [0, 255] → network input, as `preprocess_input(mode=...)`."""
-    if mode in BGR_MEANS:
-        return image[..., ::-1] - tf.constant(BGR_MEANS[mode])
-    if mode == "tf":
-        return image / 127.5 - 1.0
-    mean, std = MEAN_STD[mode]
-    return (image - tf.constant(mean)) / tf.constant(std)
 
 
 def rand_augment(magnitude, ops):
