@@ -666,3 +666,43 @@ def test_every_preset_is_an_architecture_and_a_tag_of_a_registry_model():
     assert presets.get_preset("resnext50").crop_fraction == 0.95
     assert presets.get_preset("resnext50.no_such_tag") is None
     assert presets.get_preset("sknet101") is None
+
+
+def test_a_release_is_chosen_by_its_architecture_tag(tmp_path, monkeypatch, rng):
+    """`weights="skresnet18.<tag>"` loads that release (a second one, served locally), and
+    "imagenet" the architecture's first; each is converted and cached apart."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKNET_KERAS_WEIGHTS_DIR", raising=False)
+    x = rng.uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    servers, references = [], {}
+    for key, folder in (("skresnet18.ra_in1k", "first"), ("skresnet18.other_in1k", "second")):
+        (tmp_path / folder).mkdir()
+        keras.utils.set_random_seed(len(servers))
+        reference, release = _timm_release(tmp_path / folder, "skresnet18")
+        payload = open(release, "rb").read()
+        servers.append(Server(payload))
+        base = presets.PRESETS["skresnet18.ra_in1k"]
+        monkeypatch.setitem(presets.PRESETS, key, presets.Preset(**{
+            **base.__dict__, "url": servers[-1].url, "file_name": f"{folder}-00000000.pth",
+            "sha256": hashlib.sha256(payload).hexdigest()[:8]}))
+        references[key] = reference.predict(x, verbose=0)
+    try:
+        chosen = build_model("skresnet18", weights="skresnet18.other_in1k",
+                             input_shape=(64, 64, 3))
+        default = build_model("skresnet18", weights="imagenet", input_shape=(64, 64, 3))
+    finally:
+        for server in servers:
+            server.close()
+    np.testing.assert_allclose(chosen.predict(x, verbose=0), references["skresnet18.other_in1k"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(default.predict(x, verbose=0), references["skresnet18.ra_in1k"],
+                               rtol=1e-5, atol=1e-6)
+    assert np.abs(references["skresnet18.ra_in1k"] - references["skresnet18.other_in1k"]).max() \
+        > 1e-3  # two different releases
+    with pytest.raises(ValueError, match=r"weights='skresnet18.ra_in1kk': no release of "
+                                         r"skresnet18 has that tag.*did you mean "
+                                         r"'skresnet18.ra_in1k'"):
+        build_model("skresnet18", weights="skresnet18.ra_in1kk")
+    with pytest.raises(ValueError, match=r"weights='sknet50.ra_in1k' are a release of sknet50, "
+                                         r"not of skresnet18"):
+        build_model("skresnet18", weights="sknet50.ra_in1k")

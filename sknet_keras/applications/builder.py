@@ -5,6 +5,7 @@ network itself comes from its family (`sknet_keras.models`), the weights from
 `sknet_keras.weights`.
 """
 
+import difflib
 import os
 
 import keras
@@ -54,12 +55,36 @@ def _input_shape(input_shape, config, include_top, weights):
     return input_shape
 
 
+def release_of(weights, config):
+    """The `presets.PRESETS` key that `weights` names for `config`: "imagenet" (the
+    architecture's default release) or "architecture.tag" (that release; an existing file of
+    that name is a file); None for anything else."""
+    if weights == "imagenet":
+        return presets.preset_key(config.name)
+    if not isinstance(weights, str) or os.path.exists(weights):
+        return None
+    arch, dot, tag = weights.partition(".")
+    if weights in presets.PRESETS:
+        if arch != config.name:
+            raise ValueError(f"weights={weights!r} are a release of {arch}, not of "
+                             f"{config.name}: build {arch}, or give one of {config.name}'s")
+        return weights
+    if dot and arch == config.name and "/" not in tag and not tag.endswith((".h5", ".keras")):
+        releases = [k for k in presets.PRESETS if k.partition(".")[0] == config.name]
+        close = difflib.get_close_matches(weights, releases, n=1)
+        raise ValueError(f"weights={weights!r}: no release of {config.name} has that tag "
+                         f"(and no such file); its releases: {', '.join(releases) or 'none'}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return None
+
+
 def _check_weights(weights, config, include_top, classes, classifier_activation):
     if not (weights in (None, "imagenet") or isinstance(weights, (str, os.PathLike))):
         raise ValueError(
             "The `weights` argument should be either `None` (random initialization), "
-            f"'imagenet', or the path to a weights file; got weights={weights!r}")
-    if weights == "imagenet":
+            f"'imagenet', 'architecture.tag', or the path to a weights file; got "
+            f"weights={weights!r}")
+    if weights == "imagenet" or release_of(weights, config):
         if presets.get_preset(config.name) is None:
             raise ValueError(
                 f"no public ImageNet weights exist for {config.name!r} (use weights=None); "
@@ -99,7 +124,9 @@ def build_model(
     Args:
         model: registry name (`sknet_keras.registry.list_models()`) or a model config.
         include_top: add the global-average-pool + dense classifier.
-        weights: None (random init), "imagenet", or the path of a weights file.
+        weights: None (random init), "imagenet" (the default release), "architecture.tag"
+            (a release of `presets.PRESETS`, e.g. "resnext50.a1h_in1k"), or the path of a
+            weights file.
         input_tensor: optional tensor (e.g. output of `keras.Input` or other layers).
         input_shape: (H, W, C); H and W may be None when include_top is False.
         pooling: "avg", "max" or None for the feature output when include_top is False.
@@ -140,8 +167,9 @@ def build_model(
     model = build_network(config, img_input, include_top, pooling, classes,
                           classifier_activation, name=name or config.name,
                           model_inputs=inputs)
-    if weights == "imagenet":
-        load_imagenet_weights(model, config.name)
+    release = release_of(weights, config)
+    if release:
+        load_imagenet_weights(model, config.name, release=release)
     elif weights is not None:
         load_weights(model, weights)
     return model

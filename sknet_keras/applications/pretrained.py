@@ -23,9 +23,10 @@ def cache_dir():
     return os.path.join(root, "models", "sknet_keras")
 
 
-def _preset(name):
+def _preset(name, release=None):
+    """(config, Preset) of `name`'s default release, or of `release` ("architecture.tag")."""
     config = get_model_config(name)
-    preset = presets.get_preset(config.name)
+    preset = presets.PRESETS[release] if release else presets.get_preset(config.name)
     if preset is None:
         raise ValueError(
             f"no public ImageNet weights exist for {config.name!r}; models with weights: "
@@ -54,10 +55,10 @@ def _manual_instructions(preset):
     return "; ".join(lines)
 
 
-def source_file(name):
+def source_file(name, release=None):
     """Path of the release file behind a model's ImageNet weights (downloading it if need
     be)."""
-    config, preset = _preset(name)
+    config, preset = _preset(name, release)
     folders = [os.environ[WEIGHTS_DIR_ENV]] if os.environ.get(WEIGHTS_DIR_ENV) else []
     folders.append(cache_dir())
     for folder in folders:
@@ -85,27 +86,28 @@ def source_file(name):
                          f"By hand: {_manual_instructions(preset)}.") from None
 
 
-def converted_path(name):
-    config, preset = _preset(name)
+def converted_path(name, release=None):
+    config, preset = _preset(name, release)
     stem = preset.file_name.split(".")[0]
     return os.path.join(cache_dir(), f"{config.name}.{stem}.h5")
 
 
-def load_imagenet_weights(model, name, skip=()):
-    """Load a registry model's ImageNet weights into `model` (converting on first use).
+def load_imagenet_weights(model, name, skip=(), release=None):
+    """Load a registry model's ImageNet weights into `model` (converting on first use): its
+    default release, or `release` ("architecture.tag", a key of `presets.PRESETS`).
 
     The release file is converted straight into `model` (its shapes checked as it is
     assigned), and only then cached as a converted file for the next time. Variables under
     a prefix in `skip` keep their values (fine-tuning: `skip=("predictions/",)`).
     """
-    config, preset = _preset(name)
-    converted = converted_path(config.name)
+    config, preset = _preset(name, release)
+    converted = converted_path(config.name, release)
     if not os.path.isfile(converted):
         os.makedirs(cache_dir(), exist_ok=True)
         # One process converts; the others wait and read its file (file_lock).
         with file_lock.hold(converted + ".lock", f"converting {preset.file_name}"):
             if not os.path.isfile(converted):
-                source = source_file(config.name)
+                source = source_file(config.name, release)
                 tensors = convert_file(preset.source, config, source)
                 assign_checked(model, tensors, source, skip=skip)
                 write_tensors(converted, tensors, config.name, source=preset.source,
