@@ -36,6 +36,22 @@ def _stem(config, size):
     return params, macs, c, s
 
 
+def _attn_width(sk, channels, stage):
+    """d of an SK unit, from the rules as the papers and timm state them (not the package's
+    code): the paper's max(C // r, L); timm's SK-ResNets first round C / r to the nearest
+    multiple of `attn_divisor`, moving up one multiple if that lost more than 10 %; the
+    released SKNet-101 overrides d per stage."""
+    if sk.stage_attn_channels is not None and sk.stage_attn_channels[stage] is not None:
+        return sk.stage_attn_channels[stage]
+    if sk.attn_divisor > 1:
+        div, value = sk.attn_divisor, channels / sk.reduction
+        reduced = max(div, int(value + div / 2) // div * div)
+        reduced += div if reduced < 0.9 * value else 0
+    else:
+        reduced = channels // sk.reduction
+    return max(reduced, sk.min_attn_channels)
+
+
 def _mixer(config, stage, c_in, width, size):
     """(params, macs) of the 3×3 / SK part on a `size`² output."""
     if config.attention != "sk":
@@ -49,7 +65,7 @@ def _mixer(config, stage, c_in, width, size):
         conv = _conv(k, c_branch, width, g or config.groups)
         params, macs = params + conv + _bn(width), macs + conv * size * size
     if sk.attention:
-        d = sk.attn_channels(width, stage)
+        d = _attn_width(sk, width, stage)
         params += width * d + _bn(d) + d * m * width
         macs += width * d + d * m * width
     return params, macs

@@ -22,9 +22,8 @@ from sknet_keras.applications import build_model, preprocessing_mode
 from sknet_keras.registry import SKConfig, get_model_config
 from sknet_keras.trainers.pipeline import eval_image, normalize
 from sknet_keras.weights.files import load_weights, save_weights
+from commands import ENV
 
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-ENV["PYTHONUNBUFFERED"] = "1"
 ANALYSIS = [sys.executable, "-m", "sknet_keras.analysis"]
 SIZE = 32
 SCALES = (1.0, 1.5, 2.0)

@@ -2,17 +2,17 @@
 speed and memory numbers themselves are the benchmark's job, not a test's)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from commands import ENV
+
 pytestmark = pytest.mark.large
 
-# The command as users run it: TF_CPP_MIN_LOG_LEVEL unset (it quiets TensorFlow itself;
-# TensorFlow 2.21 prints its CUDA-stub notice whatever the level says).
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+# The command as users run it (tests/commands.py: TF_CPP_MIN_LOG_LEVEL unset; TensorFlow
+# 2.21 prints its CUDA-stub notice whatever the level says).
 CMD = [sys.executable, "-m", "sknet_keras.benchmark"]
 
 

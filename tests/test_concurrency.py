@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from commands import ENV
 
 PAYLOAD = os.urandom(3 << 20)  # 3 MiB; urllib reads 1 MiB blocks (the children get SHA as an argument)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -130,8 +131,6 @@ def test_a_killed_download_is_taken_over_from_its_part_file(tmp_path):
                for t in texts) == 1, texts
 
 
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-ENV["PYTHONUNBUFFERED"] = "1"
 TRAIN = [sys.executable, "-m", "sknet_keras.trainers.train", "--model=mini_sknet",
          "--dataset=digits", "--image_size=32", "--batch_size=32", "--export=weights",
          "--mixed_precision=float32"]

@@ -8,6 +8,7 @@ import pytest
 
 from sknet_keras.layers.accel import kernel_support
 from sknet_keras.trainers import precision
+from commands import ENV
 
 
 def _cpuinfo_flags():
@@ -61,9 +62,6 @@ def test_this_machines_flags_are_read():
     flags = set(_cpuinfo_flags())
     assert kernel_support.cpu_native_bfloat16() == _native_bf16()
     assert kernel_support.cpu_has_avx512() == ("avx512f" in flags)
-
-
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 @pytest.mark.large

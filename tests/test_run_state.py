@@ -21,21 +21,12 @@ from sknet_keras.trainers import checkpoints
 from sknet_keras.trainers.checkpoints import CheckpointError, restore_checked
 from sknet_keras.applications import build_model
 from sknet_keras.weights.files import read_weights, save_weights
+from commands import ENV, EVALUATE, TRAIN, run
 
 pytestmark = pytest.mark.large
 
-# The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-ENV["PYTHONUNBUFFERED"] = "1"
-TRAIN = [sys.executable, "-m", "sknet_keras.trainers.train"]
-EVALUATE = [sys.executable, "-m", "sknet_keras.trainers.evaluate"]
 
 
-def run(cmd, check=True, timeout=600):
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def jpeg(rng, h=36, w=44):

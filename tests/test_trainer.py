@@ -23,27 +23,15 @@ from sknet_keras.applications import build_model
 from sknet_keras.trainers import datasets, pipeline
 from sknet_keras.trainers.configs import DataConfig, recipe
 from sknet_keras.weights.files import read_weights
+from commands import ENV, TRAIN, result, run_train
 
 pytestmark = pytest.mark.large
 
-# The commands as users run them: TF_CPP_MIN_LOG_LEVEL unset (they quiet TensorFlow).
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-ENV["PYTHONUNBUFFERED"] = "1"
-TRAIN = [sys.executable, "-m", "sknet_keras.trainers.train"]
 SMALL = ["--model=mini_sknet", "--image_size=32", "--batch_size=32", "--export=false"]
 
 
-def run_train(args, timeout=600, check=True):
-    proc = subprocess.run(TRAIN + args, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
-def result(model_dir, name="result.json"):
-    with open(os.path.join(model_dir, name)) as f:
-        return json.load(f)
 
 
 def jpeg_bytes(rng, h=40, w=48):
