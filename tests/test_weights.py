@@ -432,7 +432,8 @@ def test_weights_default_like_keras_applications():
                     if callable(b) and getattr(b, "default_weights", None) == "imagenet"}
     assert with_weights == {"SKNet50", "SKResNet18", "SKResNet34", "ResNeXt50", "SEResNeXt50",
                             "SEResNet50", "SEResNet101", "SEResNet152", "SENet154",
-                            "SEBNInception", "ShuffleNetV2x05", "ShuffleNetV2x10"}
+                            "SEBNInception", "ShuffleNetV2x05", "ShuffleNetV2x10", "ResNeSt50d",
+                            "ResNeSt101e", "ResNeSt50d4s2x40d", "ResNeSt50d1s4x24d"}
     assert applications.SKNet26.default_weights is None
     assert applications.SKNet26(input_shape=(64, 64, 3), classes=3).output_shape == (None, 3)
 

@@ -203,6 +203,8 @@ def family_configs():
                                           out_channels=(32, 64, 128, 256), groups=4, dropout=0.0),
         "shufflenet_v2": shufflenet("shufflenet_v2_x0_5"),
         "shufflenet_v2_sk": shufflenet("shufflenet_v2_x0_5_sk"),
+        "resnest": R["resnest50d"].replace(name="mini_resnest", depths=(1, 1, 1, 1),
+                                           planes=(8, 16, 32, 64), stem_width=8, cardinality=2),
         "se_bn_inception": inception.replace(
             name="mini_se_bn_inception", stem_widths=(8, 8, 24), se_reduction=4,
             modules=tuple(dataclasses.replace(m, **{f: -(-getattr(m, f) // 8) for f in (
