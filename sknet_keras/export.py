@@ -27,6 +27,7 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 from sknet_keras import file_lock
 from sknet_keras.atomic_files import atomic_path
 from sknet_keras.normalization import MODES
+from sknet_keras.trainers.model_source import WEIGHTS_HELP
 from sknet_keras.extras import require
 
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
@@ -41,8 +42,7 @@ def _define_flags():
     that a process can hold it beside the trainer, whose flags share names)."""
     flags.DEFINE_string("model", None, "Registry model name (default: the run's with a run "
                         "folder as --weights, else sknet50).")
-    flags.DEFINE_string("weights", "imagenet", "'imagenet', a weights file, or a training run's "
-                        "folder (its final.weights.h5 and config.json).")
+    flags.DEFINE_string("weights", "imagenet", WEIGHTS_HELP)
     flags.DEFINE_list("format", ["saved_model"], "One or more of: " + ", ".join(FORMATS))
     flags.DEFINE_string("output", None, "Output path without suffix (default: the model's name "
                         "in the current folder; a run's exports go beside its files).")
@@ -63,64 +63,17 @@ def _define_flags():
                        "model on fewer of the check images is refused.")
 
 
-class Source:
-    """What to export: model name, weights, classes, input size, preprocessing."""
-
-    def __init__(self, model, weights, classes, size, normalization, default_output, run=None):
-        self.model, self.weights, self.classes = model, weights, classes
-        self.size, self.normalization, self.default_output = size, normalization, default_output
-        self.run = run  # a training run's ExperimentConfig (its dataset), or None
-
-
-def _classes_of(path):
-    from sknet_keras.weights.files import is_sknet_weights_file, read_weights
-
-    if not is_sknet_weights_file(path):
-        raise cli.UsageError(f"--weights: {path} is not a weights file written by sknet_keras")
-    tensors, _ = read_weights(path)
-    kernels = [t for name, t in tensors.items()
-               if name.startswith("predictions/") and t.ndim == 2]
-    if len(kernels) != 1:
-        raise cli.UsageError(f"--weights: {path} has no classifier (predictions) to export")
-    return int(kernels[0].shape[1])
-
-
 def resolve(model=None, weights="imagenet", image_size=None, normalization=None):
-    """The `Source` of the flags: a run folder, a weights file or 'imagenet'."""
-    from sknet_keras.presets import preprocessing_mode
-    from sknet_keras.registry import get_model_config
+    """The `ModelSource` of the flags (`sknet_keras.trainers.model_source`: one meaning of
+    --model / --weights in every command)."""
+    from sknet_keras.trainers.model_source import resolve as resolve_source
 
-    if weights != "imagenet" and os.path.isdir(weights):
-        from sknet_keras.trainers.configs import EXPORT_FILES, read_config
+    return resolve_source(model, weights, image_size, normalization)
 
-        run = read_config(weights)
-        if run is None:
-            raise cli.UsageError(f"--weights: {weights} is a folder but not a training run "
-                                 "(no config.json)")
-        path = os.path.join(weights, EXPORT_FILES["weights"])
-        if not os.path.isfile(path):
-            raise cli.UsageError(f"--weights: the run {weights} has no {EXPORT_FILES['weights']}"
-                                 " (not finished? run its training command again)")
-        if model is not None and get_model_config(model).name != run.model.name:
-            raise cli.UsageError(f"--model={model}: {weights} holds a run of "
-                                 f"{run.model.name} (leave --model out, or give that name)")
-        name = run.model.name
-        return Source(name, path, _classes_of(path), image_size or run.data.image_size,
-                      normalization or run.data.normalization or preprocessing_mode(name),
-                      os.path.join(weights, "exported"), run)
-    name = get_model_config(model or "sknet50").name
-    config = get_model_config(name)
-    if weights == "imagenet":
-        classes = 1000
-    elif os.path.isfile(weights):
-        classes = _classes_of(weights)
-    else:
-        from sknet_keras.weights.files import not_a_weights_file
 
-        raise cli.UsageError(f"--weights: {not_a_weights_file(weights)} (expected 'imagenet', "
-                             "a weights file or a training run's folder)")
-    return Source(name, weights, classes, image_size or config.default_size,
-                  normalization or preprocessing_mode(name), name)
+def default_output(source):
+    """Where the export goes without --output: the run's exported/, else the model's name."""
+    return os.path.join(source.run_dir, "exported") if source.run_dir else source.model
 
 
 @contextlib.contextmanager
@@ -132,7 +85,7 @@ def run_in_use(source):
         return
     from sknet_keras.trainers.experiment import RUN_LOCK
 
-    folder = os.path.dirname(os.path.abspath(source.weights))
+    folder = source.run_dir
     try:
         with file_lock.hold(os.path.join(folder, RUN_LOCK), "exporting", wait=False):
             yield
@@ -145,11 +98,9 @@ def serving_model(source, outputs="logits"):
     """Images in [0, 255] → preprocessing → network → logits or probabilities."""
     import keras
 
-    from sknet_keras.applications import build_model, preprocess_input
+    from sknet_keras.applications import preprocess_input
 
-    network = build_model(source.model, weights=source.weights, classes=source.classes,
-                          input_shape=(source.size, source.size, 3),
-                          classifier_activation=None)
+    network = source.build(classifier_activation=None)
     mode = source.normalization
 
     class Preprocess(keras.layers.Layer):
@@ -346,7 +297,7 @@ def main(argv):
         calibration = read_images(FLAGS.calibration_data, source.size,
                                   max(FLAGS.calibration_steps, 8))
     validation = validation_images(source) if FLAGS.evaluate else None
-    output = FLAGS.output or source.default_output
+    output = FLAGS.output or default_output(source)
     if FLAGS.quantize != "none" and not FLAGS.output:
         output += f"_{FLAGS.quantize}"
     for fmt in FLAGS.format:

@@ -96,7 +96,8 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
     with pytest.raises(cli.UsageError, match=r"--model=sknet26: .* holds a run of mini_sknet"):
         export.resolve("sknet26", str(tmp_path))
     with pytest.raises(cli.UsageError, match=r"weights file not found: .*nope.* \(expected "
-                       r"'imagenet', a weights file or a training run's folder\)"):
+                       r"'imagenet', 'architecture.tag', a weights file or a training run's "
+                       r"folder\)"):
         export.resolve(weights=str(tmp_path / "nope"))
     # final.weights.h5 is Keras' own format: Keras' loader reads it as `weights=` does.
     plain = build_model("mini_sknet", input_shape=(SIZE, SIZE, 3), classes=CLASSES,

@@ -11,12 +11,12 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 
 from sknet_keras.trainers.configs import DATASET_HELP
 from sknet_keras.normalization import MODES
+from sknet_keras.trainers.model_source import WEIGHTS_HELP
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry model with SK units (default: the run's with "
                     "--weights=<model_dir>, else sknet50).")
-flags.DEFINE_string("weights", "imagenet", "'imagenet', a weights file, or a trainer "
-                    "--model_dir (its latest checkpoint, image size and normalization).")
+flags.DEFINE_string("weights", "imagenet", WEIGHTS_HELP)
 flags.DEFINE_string("image_dir", None, "Folder of images, or of class/*.jpg sub-folders.")
 flags.DEFINE_string("dataset", None, "A trainer dataset instead of --image_dir "
                     f"(per-class results): {DATASET_HELP}.")

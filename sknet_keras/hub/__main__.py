@@ -21,6 +21,7 @@ from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up
 from sknet_keras import file_lock
 from sknet_keras.atomic_files import atomic_path
 from sknet_keras.normalization import MODES
+from sknet_keras.trainers.model_source import WEIGHTS_HELP
 
 FLAGS = flags.FLAGS
 
@@ -28,8 +29,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
     flags.DEFINE_string("model", None, "Registry model name (default: the run's with a run "
                         "folder as --weights, else sknet50).")
-    flags.DEFINE_string("weights", "imagenet", "'imagenet', a weights file, or a training run's "
-                        "folder (its final.weights.h5 and config.json).")
+    flags.DEFINE_string("weights", "imagenet", WEIGHTS_HELP)
     flags.DEFINE_string("output", None, "The preset directory to write (must not exist, or be "
                         "empty).")
     flags.DEFINE_integer("image_size", None, "The preprocessor's image size (default: the run's, "
@@ -78,9 +78,11 @@ def _write_card(source, folder, output):
 
     figures = card_figures(source.model, source.classes, source.size)
     if source.run is not None:
-        weights, dataset = "a training run's final weights", source.run.data.dataset
-    elif source.weights == "imagenet":
-        weights, dataset = "imagenet", None
+        weights = ("a training run's newest checkpoint" if source.checkpoint else
+                   "a training run's final weights")
+        dataset = source.run.data.dataset
+    elif not os.path.isfile(source.weights):  # "imagenet" or "architecture.tag"
+        weights, dataset = source.weights, None
     else:
         weights, dataset = f"the weights file {os.path.basename(source.weights)}", None
     text = model_card(source.model, figures, source.size, source.normalization, weights,

@@ -2,8 +2,11 @@
 
 `--model_dir=DIR` evaluates a trainer run's newest readable checkpoint with the run's own
 model, dataset, image size and normalization (from `DIR/config.json`); flags given override
-them, with a note; so does `--weights=RUN/final.weights.h5` (a weights file beside a run's
-config.json). `--weights=FILE|imagenet` evaluates other weights with the flags' settings.
+them, with a note. `--weights` means what it means in every command
+(`sknet_keras.trainers.model_source`): a run's folder (its final weights, or before it has
+finished its newest checkpoint, as --model_dir) or a weights file beside a run's config.json
+bring the run's settings too; a weights file, `imagenet` or `architecture.tag` are evaluated
+with the flags' settings.
 Both go through `experiment.run_experiment(config, "eval")`, as the trainer's --mode=eval;
 the flags are the config's evaluation settings (short and dotted, as the trainer's).
 
@@ -19,10 +22,10 @@ from sknet_keras import cli
 from absl import flags  # noqa: I001 (cli first: it quiets TensorFlow's start-up)
 
 from sknet_keras.trainers import config_flags
-from sknet_keras.trainers.configs import ConfigError, default_recipe, read_config, recipe
+from sknet_keras.trainers.configs import (EXPORT_FILES, ConfigError, default_recipe,
+                                          read_config, recipe)
+from sknet_keras.trainers.model_source import resolve as resolve_source
 from sknet_keras.trainers.settings import shown
-from sknet_keras.registry import list_models
-from sknet_keras.weights.files import model_name_of
 
 FLAGS = flags.FLAGS
 # What an evaluation changes of a run's settings unless told otherwise: float32, one device,
@@ -61,24 +64,20 @@ def base_config(f, given):
                 "--dataset and --image_sizes")
     if run is not None:
         return run.override(**EVALUATION), run
-    # A run's weights file (`RUN/final.weights.h5`): the run's settings, as --model_dir.
-    folder = os.path.dirname(os.path.abspath(f.weights)) if f.weights and \
-        f.weights != "imagenet" and os.path.isfile(f.weights) else None
-    run = read_config(folder) if folder else None
-    if run is not None:
-        print(f"note: evaluating with the settings of the run {folder} (its config.json: "
-              f"{run.model.name} on {run.data.dataset} at {run.data.image_size}x"
-              f"{run.data.image_size}); flags given override them")
-        return run.override(**{**EVALUATION, "weights": f.weights}), run
+    # --weights as every command reads it (model_source): a weights problem is named here,
+    # before any dataset is looked at; a run's folder or weights file brings its settings.
+    source = resolve_source(given.get("model.name", (None, None))[1], f.weights)
+    if source.run is not None:
+        print(f"note: evaluating with the settings of the run {source.run_dir} (its "
+              f"config.json: {source.run.model.name} on {source.run.data.dataset} at "
+              f"{source.run.data.image_size}x{source.run.data.image_size}); flags given "
+              "override them")
+        return source.run.override(**{**EVALUATION, "weights": source.weights}), source.run
     dataset = given.get("data.dataset", (None, "imagenet2012"))[1]
-    # A weights file of ours names its network: the default model (else sknet50).
-    recorded = model_name_of(f.weights) if f.weights and f.weights != "imagenet" else None
-    if recorded and recorded not in list_models():
-        recorded = None  # a model of the user's own naming
-    if recorded and "model.name" not in given:
-        print(f"note: evaluating {recorded}, the network {f.weights} holds (--model to change "
-              "it)")
-    return recipe(default_recipe(dataset), dataset).override(model=recorded or "sknet50",
+    if os.path.isfile(f.weights) and "model.name" not in given:
+        print(f"note: evaluating {source.model}, the network {f.weights} holds (--model to "
+              "change it)")
+    return recipe(default_recipe(dataset), dataset).override(model=source.model,
                                                              **EVALUATION), None
 
 
@@ -94,9 +93,14 @@ def resolve(f):
         raise cli.UsageError(f"--output: the folder of {f.output} does not exist")
     if not f.model_dir and not f.weights:
         raise cli.UsageError("give a run's --model_dir, or --weights (a file or imagenet)")
+    if f.weights and os.path.isdir(f.weights) and not os.path.isfile(
+            os.path.join(f.weights, EXPORT_FILES["weights"])):
+        f.model_dir, f.weights = f.weights, None  # a run not finished: its newest checkpoint
     given = config_flags.given(f)
     base, run = base_config(f, given)
     config, flag_names = config_flags.config_from_flags(f, base=base)
+    if base.model.weights != config.model.weights and run is not None and not f.model_dir:
+        config = config.override(weights=base.model.weights)  # RUN: its final weights file
     if run is not None:
         for dotted in given:
             old = run.eval_sizes if dotted == "data.eval_image_sizes" else run.get(dotted)
