@@ -73,8 +73,11 @@ def test_every_format_serves_the_keras_logits(family, tmp_path):
 
 
 def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
-    """`--export=weights,litert,onnx,saved_model`: each file of a trained run gives the logits
-    of the run's weights (loaded from final.weights.h5 into a float32 model)."""
+    """`--export=weights,litert,onnx,saved_model` of a trained run: the SavedModel is the
+    network (normalized images in), and gives the logits of the run's weights (loaded from
+    final.weights.h5 into a float32 model); the LiteRT and ONNX files are the export
+    command's own (RGB images in [0, 255], the run's preprocessing in the graph), serving what the
+    files of `python -m sknet_keras.export --weights=RUN` serve."""
     missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (pip install -e '.[test]' installs them)")
@@ -111,11 +114,21 @@ def test_the_trainers_exports_serve_the_runs_logits(tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(plain(x, training=False)), want)
     scale = np.abs(want).max()
     assert np.std(want, axis=0).mean() > 3e-2 * scale  # trained: logits differ per image
-    for fmt, name in (("litert", "final.tflite"), ("onnx", "final.onnx"),
-                      ("tf_saved_model", "saved_model")):
-        got = SERVE[fmt](str(tmp_path / name), x)
+    got = SERVE["tf_saved_model"](str(tmp_path / "saved_model"), x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    images = export.check_images(SIZE, BATCH, seed=4)  # RGB in [0, 255]
+    normalized = (images / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224,
+                                                                               0.225])
+    want = keras.ops.convert_to_numpy(model(normalized.astype("float32"), training=False))
+    scale = np.abs(want).max()
+    for fmt, name in (("litert", "final.tflite"), ("onnx", "final.onnx")):
+        got = SERVE[fmt](str(tmp_path / name), images)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=fmt)
         np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=fmt)
+        command = export.export(source, fmt, str(tmp_path / "by_command"))
+        np.testing.assert_array_equal(SERVE[fmt](command["path"], images), got,
+                                      err_msg=f"{fmt}: the trainer's file is not the command's")
 
 
 def _trained_like_weights(path):
@@ -175,8 +188,10 @@ def test_export_command_files_serve_images_with_the_weights_preprocessing(tmp_pa
         export.export(source, "litert", str(tmp_path / "x"), quantize="int8")
     with pytest.raises(cli.UsageError, match="the validation split is a training run's"):
         export.validation_images(source)  # --calibration_data=validation of a weights file
-    real_serve = export.serve
-    monkeypatch.setattr(export, "serve", lambda *a: real_serve(*a) + 0.01)
+    from sknet_keras.trainers import serving
+
+    real_serve = serving.serve
+    monkeypatch.setattr(serving, "serve", lambda *a: real_serve(*a) + 0.01)
     with pytest.raises(ValueError, match="does not give Keras' outputs.*not written"):
         export.export(source, "saved_model", str(tmp_path / "bad"))
     assert sorted(os.listdir(tmp_path)) == ["calibration", "out", "w.weights.h5"]

@@ -10,20 +10,34 @@ from sknet_keras.trainers.configs import EXPORT_FILES
 from sknet_keras.weights.files import save_weights
 
 
-def _exporter(fmt):
-    return lambda model, path: model.export(path, format=fmt, verbose=False)
+def _network(fmt):
+    return lambda model, path, model_dir: model.export(path, format=fmt, verbose=False)
 
 
-# --export's names: (file or folder in model_dir, writer). final.weights.h5 is Keras' own
+def _served(fmt):
+    """A deployment file exactly as `python -m sknet_keras.export --weights=RUN` writes it
+    (`serving.export`: images in [0, 255] with the run's preprocessing in the graph, the
+    float32 network of the run's weights, served and checked against Keras)."""
+    def write(model, path, model_dir):
+        from sknet_keras.trainers import serving
+        from sknet_keras.trainers.model_source import resolve
+
+        source = resolve(weights=model_dir, note=lambda text: None)  # its last checkpoint
+        serving.export(source, fmt, path[:len(path) - len(serving.FORMATS[fmt])])
+
+    return write
+
+
+# --export's names: (file or folder in model_dir, writer). The network as it trains, for
+# Keras and TensorFlow (normalized images in, logits out): final.weights.h5 (Keras' own
 # format, carrying the registry network of the model's name so that weights=PATH reads it by
-# name (`save_weights`); the SavedModel / LiteRT / ONNX files take normalized images and give
-# logits (Keras' `model.export`).
+# name), final.keras, the SavedModel. The deployment files, LiteRT and ONNX, serve images.
 _WRITERS = {
-    "weights": save_weights,
-    "keras": lambda model, path: model.save(path),
-    "saved_model": _exporter("tf_saved_model"),
-    "litert": _exporter("litert"),
-    "onnx": _exporter("onnx"),
+    "weights": lambda model, path, model_dir: save_weights(model, path),
+    "keras": lambda model, path, model_dir: model.save(path),
+    "saved_model": _network("tf_saved_model"),
+    "litert": _served("litert"),
+    "onnx": _served("onnx"),
 }
 EXPORTS = {name: (EXPORT_FILES[name], _WRITERS[name]) for name in EXPORT_FILES}
 
@@ -35,7 +49,7 @@ def write(model, model_dir, name):
     path = os.path.join(model_dir, file_name)
     try:
         with atomic_path(path) as tmp:
-            writer(model, tmp)
+            writer(model, tmp, model_dir)
     except BaseException as e:
         if run_files.is_disk_full(e):
             raise OSError(errno.ENOSPC, f"the disk is full: could not write {path}") from None

@@ -113,7 +113,8 @@ def _classes_in(path):
     return int(found[0]) if len(found) == 1 else None
 
 
-def _from_run(run_dir, run, model, image_size, normalization, weights=None, classes=None):
+def _from_run(run_dir, run, model, image_size, normalization, weights=None, classes=None,
+              note=print):
     """A run's source: `weights` (a file of the run), else its final weights, else its
     newest checkpoint."""
     from sknet_keras.presets import preprocessing_mode
@@ -133,8 +134,8 @@ def _from_run(run_dir, run, model, image_size, normalization, weights=None, clas
             if checkpoint is None:
                 raise cli.UsageError(f"--weights: the run {run_dir} has neither "
                                      f"{EXPORT_FILES['weights']} nor a checkpoint yet")
-            print(f"note: the run {run_dir} has not finished: its newest checkpoint, "
-                  f"{checkpoint}")
+            note(f"note: the run {run_dir} has not finished: its newest checkpoint, "
+                 f"{checkpoint}")
     classes = classes or run.model.num_classes
     d = run.data
     return ModelSource(run.model.name, weights, classes, image_size or d.image_size,
@@ -142,8 +143,9 @@ def _from_run(run_dir, run, model, image_size, normalization, weights=None, clas
                        d.crop_fraction, d.eval_interpolation, run, run_dir, checkpoint)
 
 
-def resolve(model=None, weights="imagenet", image_size=None, normalization=None):
-    """The `ModelSource` of `--model` / `--weights` (see the module's docstring)."""
+def resolve(model=None, weights="imagenet", image_size=None, normalization=None, note=print):
+    """The `ModelSource` of `--model` / `--weights` (see the module's docstring); `note`
+    says which checkpoint an unfinished run gives."""
     from sknet_keras.applications.builder import release_of
     from sknet_keras.presets import (PRESETS, evaluation_defaults, get_preset,
                                      models_with_weights, preprocessing_mode)
@@ -156,7 +158,7 @@ def resolve(model=None, weights="imagenet", image_size=None, normalization=None)
         if run is None:
             raise cli.UsageError(f"--weights: {weights} is a folder but not a training run "
                                  "(no config.json)")
-        return _from_run(weights, run, model, image_size, normalization)
+        return _from_run(weights, run, model, image_size, normalization, note=note)
     if os.path.isfile(weights):
         classes = _classes_in(weights)  # read first: a damaged file is the first problem
         folder = os.path.dirname(os.path.abspath(weights))
