@@ -6,8 +6,8 @@ timm: the deep stem `conv1.{0,3,6}` with BNs `conv1.1`, `conv1.4`, `bn1`; per un
 shortcut `downsample.{1,2}` (index 0 is its average pool, which has no weights).
 """
 
-from sknet_keras.convert.common import conv_kernel, dense_kernel
-from sknet_keras.convert.timm import _bn, _conv_bn
+from sknet_keras.convert.common import conv_kernel
+from sknet_keras.convert.timm import _bn, _classifier, _conv_bn
 from sknet_keras.models.resnet import units
 
 _STEM = (("conv1.0", "conv1.1"), ("conv1.3", "conv1.4"), ("conv1.6", "bn1"))
@@ -32,6 +32,5 @@ def resnest_timm_mapping(config, include_top=True):
         if unit.has_shortcut_conv:
             out.update(_conv_bn(f"{p}_0", f"{t}.downsample.1.weight", f"{t}.downsample.2"))
     if include_top:
-        out["predictions/kernel"] = ("fc.weight", dense_kernel)
-        out["predictions/bias"] = ("fc.bias", None)
+        out.update(_classifier("fc"))
     return out

@@ -29,6 +29,11 @@ def _conv(keras_name, timm_key):
     return {f"{keras_name}/kernel": (timm_key, conv_kernel)}
 
 
+def _classifier(timm_prefix):
+    return {"predictions/kernel": (f"{timm_prefix}.weight", dense_kernel),
+            "predictions/bias": (f"{timm_prefix}.bias", None)}
+
+
 def _conv_bn(keras_prefix, timm_conv, timm_bn):
     return {**_conv(f"{keras_prefix}_conv", timm_conv), **_bn(f"{keras_prefix}_bn", timm_bn)}
 
@@ -95,8 +100,7 @@ def _legacy_senet_mapping(config, include_top):
         if unit.has_shortcut_conv:
             out.update(_conv_bn(f"{p}_0", f"{t}.downsample.0.weight", f"{t}.downsample.1"))
     if include_top:
-        out["predictions/kernel"] = ("last_linear.weight", dense_kernel)
-        out["predictions/bias"] = ("last_linear.bias", None)
+        out.update(_classifier("last_linear"))
     return out
 
 
@@ -140,8 +144,7 @@ def resnet_timm_mapping(config, include_top=True):
         out.update(_unit(config, unit.keras_prefix, f"layer{unit.stage + 1}.{unit.index}",
                          unit.has_shortcut_conv))
     if include_top:
-        out["predictions/kernel"] = ("fc.weight", dense_kernel)
-        out["predictions/bias"] = ("fc.bias", None)
+        out.update(_classifier("fc"))
     return out
 
 
