@@ -32,6 +32,23 @@ def test_the_architecture_doc_states_the_contracts_pyproject_checks():
         assert line in doc, line
 
 
+def test_no_function_of_the_trainer_grows_past_60_lines():
+    """The trainer in parts (issue: one trainer class did everything): a function of
+    `trainers/` over 60 lines is doing several things."""
+    import ast
+
+    long = []
+    folder = os.path.join(ROOT, "sknet_keras", "trainers")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            long += [f"{name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                     for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                     and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, long
+
+
 def test_no_module_grows_past_400_lines():
     """One idea per module: a module over ~400 lines is doing two things."""
     long = []

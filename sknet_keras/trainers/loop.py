@@ -30,12 +30,15 @@ import numpy as np
 import tensorflow as tf
 
 from sknet_keras.layers.accel import trace_scope
-from sknet_keras.trainers import checkpoints, exports, pipeline, preemption, run_files
+from sknet_keras.trainers import (checkpoints, divergence, exports, pipeline, preemption,
+                                  run_files)
 from sknet_keras.trainers.checkpoints import CHECKPOINT_SUBDIR
 from sknet_keras.trainers.configs import DEFAULT_EXPORTS, EXPORT_FILES
 from sknet_keras.trainers.datasets import DataError
 from sknet_keras.trainers.progress import progress_bar
+from sknet_keras.trainers.replica_sums import ReplicaSums
 from sknet_keras.trainers.strategy import is_chief
+from sknet_keras.trainers.summaries import Summaries
 
 def run_evaluation(strategy, task, model, counter=None):
     """(top-1, top-5, examples) of `model` on the task's evaluation split."""
@@ -94,7 +97,9 @@ class Trainer:
             self._step.assign(checkpoints.step_of(self.resumed_from))
         self.last_checkpoint = self.resumed_from  # the newest good one
         self._multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        self._restore_epoch_sums()
+        self.sums = ReplicaSums(strategy, self.metrics)
+        record = checkpoints.read_progress(self.resumed_from) if self.resumed_from else None
+        self.sums.restore((record or {}).get("epoch_sums"))
         self.stop = preemption.StopSignal(step=lambda: self.step, log=log)
         # TPU: the flag is read between loops only (a host variable inside the TPU loop is
         # untried here); everywhere else before each step.
@@ -103,8 +108,7 @@ class Trainer:
         if not self.resumed_from and task.config.model.weights:
             log(f"initialized every layer but the new classifier from "
                 f"{task.config.model.weights}")
-        self._log_dir = os.path.join(model_dir if self.chief else write_dir, "logs")
-        self._writer = None  # created on first use: a finished run re-run writes nothing
+        self.summaries = Summaries(os.path.join(model_dir if self.chief else write_dir, "logs"))
         # Only a separate function when XLA-compiled: a nested tf.function cannot hold the
         # cross-replica synchronization of synchronized BN.
         self._frozen = None
@@ -134,12 +138,6 @@ class Trainer:
             self._forward_backward = lambda model, optimizer, images, labels: compiled(
                 images, labels)
         self._train_loop = tf.function(trace_scope.traced_in_process(self._train_loop_impl))
-
-    @property
-    def writer(self):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self._log_dir)
-        return self._writer
 
     @property
     def step(self):
@@ -195,44 +193,6 @@ class Trainer:
 
     # --- driver ---------------------------------------------------------------------------
 
-    def _read_sums(self):
-        """(loss sum, correct, seen) over every replica's examples of this epoch so far."""
-        return tuple(float(self.metrics[name].numpy()) for name in ("loss_sum", "correct", "seen"))
-
-    def _reset_sums(self):
-        for v in self.metrics.values():
-            v.assign(tf.zeros_like(v))
-
-    def _replica_sums_impl(self):
-        """[replicas, 1 + metrics]: each replica's id and metric sums, from every worker."""
-        def local():
-            ctx = tf.distribute.get_replica_context()
-            return tf.stack([tf.cast(ctx.replica_id_in_sync_group, tf.float32)]
-                            + [tf.identity(v) for v in self.metrics.values()])[None]
-
-        return self.strategy.gather(self.strategy.run(local), axis=0)
-
-    def _epoch_sums(self):
-        """Every replica's metric sums, by replica id (under MultiWorkerMirroredStrategy an
-        all-gather, which every worker reaches together)."""
-        rows = sorted(tf.function(self._replica_sums_impl)().numpy().tolist())
-        return {name: [row[i + 1] for row in rows] for i, name in enumerate(self.metrics)}
-
-    def _restore_epoch_sums(self):
-        """A checkpoint carries the epoch's sums per replica: restored, the resumed epoch's
-        figures are the uninterrupted one's."""
-        record = checkpoints.read_progress(self.resumed_from) if self.resumed_from else None
-        sums = (record or {}).get("epoch_sums")
-        replicas = self.strategy.num_replicas_in_sync
-        if not sums or any(len(sums.get(name, ())) != replicas for name in self.metrics):
-            return  # none, or another replica count: the loop's figures start from here
-        ids = self.strategy.experimental_local_results(tf.function(lambda: self.strategy.run(
-            lambda: tf.identity(tf.distribute.get_replica_context().replica_id_in_sync_group)
-        ))())
-        for name, v in self.metrics.items():
-            for component, replica in zip(self.strategy.experimental_local_results(v), ids):
-                component.assign(sums[name][int(replica)])
-
     def _preempted(self, checkpoint):
         names = self.stop.received
         status = (preemption.exit_status(names[0]) if names else preemption.PEER_STATUS)
@@ -267,73 +227,11 @@ class Trainer:
 
     def _train(self):
         total, per_epoch = self.task.total_steps, self.task.steps_per_epoch
-        history, saved = {}, None
+        history = {}
         while self.step < total:
             epoch, in_epoch = divmod(self.step, per_epoch)
-            steps_this_epoch = min(per_epoch, total - epoch * per_epoch)
-            iterator = iter(self.task.build_inputs(self.strategy, training=True, epoch=epoch,
-                                                   skip_batches=in_epoch,
-                                                   counter=self.bad_images))
-            if in_epoch == 0:  # (resumed midway, the checkpoint's sums are this epoch's)
-                self._reset_sums()
-            before = self._read_sums()
-            bar = progress_bar(steps_this_epoch, ["loss", "acc", "img/s", "lr"])
-            self.log(f"epoch {epoch + 1}/{-(-total // per_epoch)}")
-            done = in_epoch
-            bar.update(done)
-            while done < steps_this_epoch:
-                if bool(self._stop_requested()):  # e.g. signalled during an evaluation
-                    raise self._preempted(self.last_checkpoint)
-                # Loops end at multiples of steps_per_loop in the epoch, also when resumed
-                # from a stop midway through one.
-                steps = min(self.steps_per_loop - done % self.steps_per_loop,
-                            steps_this_epoch - done)
-                frozen, until = self.task.trainable_phase(self.step)
-                self._set_frozen(frozen, until)
-                if until is not None:  # the loop ends where the phase does
-                    steps = min(steps, until - self.step)
-                start = time.perf_counter()
-                ran = self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
-                elapsed = time.perf_counter() - start
-                stopping = bool(self._stop_requested())
-                steps = ran
-                done += steps
-                sums = self._read_sums()
-                # This loop's figures for the progress bar and TensorBoard.
-                seen = max(sums[2] - before[2], 1)
-                loss, acc = (sums[0] - before[0]) / seen, (sums[1] - before[1]) / seen
-                before = sums
-                if not steps:  # stopped before the loop's first step: nothing new to save
-                    raise self._preempted(self.last_checkpoint)
-                # Before the save: the last checkpoint stays one of finite weights.
-                diverged = (f"training loss is {loss}" if not np.isfinite(loss) else
-                            None if self._weights_finite() else "the weights are not finite")
-                if diverged:
-                    first = self.step - steps + 1
-                    kept = self.last_checkpoint
-                    raise FloatingPointError(
-                        f"{diverged} at step {first if steps == 1 else f'{first}-{self.step}'}"
-                        ": the run diverged and stopped; " + (
-                            f"{kept} (step {checkpoints.step_of(kept)}) is kept, untouched"
-                            if kept else "no checkpoint was written")
-                        + " (lower --learning_rate, or raise --batch_size)")
-                lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
-                rate = steps * self.global_batch_size / elapsed
-                bar.update(done, [("loss", loss), ("acc", acc), ("img/s", rate), ("lr", lr)])
-                with self.writer.as_default(step=self.step):
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/accuracy", acc)
-                    tf.summary.scalar("train/images_per_second", rate)
-                    tf.summary.scalar("train/learning_rate", lr)
-                history.update(train_loss_last_epoch=sums[0] / max(sums[2], 1),
-                               train_top1_last_epoch=sums[1] / max(sums[2], 1),
-                               train_examples_last_epoch=int(sums[2]))
-                record = dict(self._progress(history), epoch_sums=self._epoch_sums())
-                saved = checkpoints.save(self.manager, self.step, record,
-                                         previous=self.last_checkpoint)
-                self.last_checkpoint = saved
-                if stopping:
-                    raise self._preempted(saved)
+            saved, record = self._train_epoch(epoch, in_epoch, history)
+            done = min(per_epoch, total - epoch * per_epoch)
             if self.task.spec.eval_examples and (done == per_epoch or self.step >= total):
                 history.update(self.evaluate())
                 if saved and self.chief:  # the record of the checkpoint just saved gains the figures
@@ -343,9 +241,63 @@ class Trainer:
         history["skipped_images"] = self.bad_images.count
         return self.final_history(history)
 
-    def _weights_finite(self):
-        return all(np.isfinite(keras.ops.convert_to_numpy(v)).all()
-                   for v in self.model.trainable_variables)
+    def _train_epoch(self, epoch, in_epoch, history):
+        """Train epoch `epoch` from its step `in_epoch` to its end (or the run's), one loop
+        at a time, each checkpointed; `history` gains the figures. Returns the last
+        checkpoint saved and its progress record."""
+        total, per_epoch = self.task.total_steps, self.task.steps_per_epoch
+        steps_this_epoch = min(per_epoch, total - epoch * per_epoch)
+        iterator = iter(self.task.build_inputs(self.strategy, training=True, epoch=epoch,
+                                               skip_batches=in_epoch, counter=self.bad_images))
+        if in_epoch == 0:  # (resumed midway, the checkpoint's sums are this epoch's)
+            self.sums.reset()
+        before = self.sums.read()
+        bar = progress_bar(steps_this_epoch, ["loss", "acc", "img/s", "lr"])
+        self.log(f"epoch {epoch + 1}/{-(-total // per_epoch)}")
+        done, saved, record = in_epoch, None, None
+        bar.update(done)
+        while done < steps_this_epoch:
+            if bool(self._stop_requested()):  # e.g. signalled during an evaluation
+                raise self._preempted(self.last_checkpoint)
+            # Loops end at multiples of steps_per_loop in the epoch, also when resumed from
+            # a stop midway through one.
+            steps = min(self.steps_per_loop - done % self.steps_per_loop,
+                        steps_this_epoch - done)
+            frozen, until = self.task.trainable_phase(self.step)
+            self._set_frozen(frozen, until)
+            if until is not None:  # the loop ends where the phase does
+                steps = min(steps, until - self.step)
+            start = time.perf_counter()
+            steps = self._run_loop(iterator, steps, epoch, done, steps_this_epoch)
+            elapsed = time.perf_counter() - start
+            stopping = bool(self._stop_requested())
+            done += steps
+            saved, record, before = self._after_loop(steps, elapsed, before, history, bar, done)
+            if stopping:
+                raise self._preempted(saved)
+        return saved, record
+
+    def _after_loop(self, steps, elapsed, before, history, bar, done):
+        """A loop's figures (progress bar, TensorBoard, `history`), the divergence check,
+        then its checkpoint. Returns (checkpoint, its progress record, the sums now)."""
+        sums = self.sums.read()
+        seen = max(sums[2] - before[2], 1)
+        loss, acc = (sums[0] - before[0]) / seen, (sums[1] - before[1]) / seen
+        if not steps:  # stopped before the loop's first step: nothing new to save
+            raise self._preempted(self.last_checkpoint)
+        # Before the save: the last checkpoint stays one of finite weights.
+        divergence.check(loss, self.model, self.step, steps, self.last_checkpoint)
+        lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        rate = steps * self.global_batch_size / elapsed
+        bar.update(done, [("loss", loss), ("acc", acc), ("img/s", rate), ("lr", lr)])
+        self.summaries.training(self.step, loss, acc, rate, lr)
+        history.update(train_loss_last_epoch=sums[0] / max(sums[2], 1),
+                       train_top1_last_epoch=sums[1] / max(sums[2], 1),
+                       train_examples_last_epoch=int(sums[2]))
+        record = dict(self._progress(history), epoch_sums=self.sums.per_replica())
+        saved = checkpoints.save(self.manager, self.step, record, previous=self.last_checkpoint)
+        self.last_checkpoint = saved
+        return saved, record, sums
 
     def _progress(self, history):
         return dict(history, step=self.step, skipped_images=self.bad_images.count)
@@ -358,7 +310,7 @@ class Trainer:
         history["weights_checksum"] = self.weights_checksum()
         if not np.isfinite(history["weights_checksum"]):
             raise FloatingPointError(f"the weights are not finite at step {self.step}: training "
-                                     "diverged (lower --learning_rate, or raise --batch_size)")
+                                     f"diverged ({divergence.ADVICE})")
         return history
 
     def weights_checksum(self):
@@ -376,9 +328,7 @@ class Trainer:
         self.log(f"evaluation at step {self.step}: top-1 {top1:.4f}, top-5 {top5:.4f} on "
                  f"{count} images")
         if summaries:
-            with self.writer.as_default(step=self.step):
-                tf.summary.scalar("eval/top1", top1)
-                tf.summary.scalar("eval/top5", top5)
+            self.summaries.evaluation(self.step, top1, top5)
         return result
 
     def export(self, formats=DEFAULT_EXPORTS):

@@ -296,6 +296,15 @@ def _report(names, counter):
         return tf.no_op()
 
 
+def _padded(ds, spec, split, global_batch_size, replicas_here, batch, size):
+    """Evaluation examples padded with weight-0 ones: every pipeline yields the same number
+    of full batches, steps × its replicas."""
+    steps = max(1, -(-spec.examples(split) // global_batch_size))
+    pad = tf.data.Dataset.from_tensors((
+        tf.zeros([size, size, 3]), tf.zeros([spec.num_classes]), tf.constant(0.0)))
+    return ds.concatenate(pad.repeat()).take(steps * replicas_here * batch)
+
+
 def make_dataset(spec, split, data, global_batch_size, training, input_context=None,
                  epoch=0, skip_batches=0, counter=None, seed=0, normalization="torch"):
     """One replica's batches for one epoch.
@@ -347,12 +356,7 @@ def make_dataset(spec, split, data, global_batch_size, training, input_context=N
     ds = decode_each(ds, prepare, placeholder + ((tf.constant(0.0),) if not training else ()),
                      data.on_bad_image, counter)
     if not training:
-        # Every pipeline yields the same number of full batches: steps × its replicas.
-        steps = max(1, -(-spec.examples(split) // global_batch_size))
-        target = steps * (replicas // pipelines) * batch
-        pad = tf.data.Dataset.from_tensors((
-            tf.zeros([size, size, 3]), tf.zeros([spec.num_classes]), tf.constant(0.0)))
-        ds = ds.concatenate(pad.repeat()).take(target)
+        ds = _padded(ds, spec, split, global_batch_size, replicas // pipelines, batch, size)
     ds = ds.batch(batch, drop_remainder=True)
     if training and (data.mixup_alpha or data.cutmix_alpha):
         ds = ds.enumerate(start=skip_batches).map(
