@@ -143,12 +143,14 @@ def _writing(new):
     progress record or an export under its temporary name (not config.json, which every
     start writes)."""
     busy = sorted(n for n in new if n.startswith(("checkpoints/", ".tmp."))
-                  and (n.endswith("_temp") or ".tmp" in n))
+                  and (n.endswith("_temp") or ".tmp" in n) and not n.endswith("config.json"))
     return f"inside {busy[0]}" if busy else None
 
 
 def _exporting(new):
-    return "inside .tmp.saved_model" if ".tmp.saved_model" in new else None
+    """The SavedModel under its temporary name (`atomic_files`: .tmp.<pid>.saved_model)."""
+    busy = [n for n in new if re.fullmatch(r"\.tmp\.\d+\.saved_model", n)]
+    return f"inside {busy[0]}" if busy else None
 
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
@@ -214,7 +216,7 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
     run(TRAIN + ["--model=mini_sknet", "--max_steps=2", "--steps_per_epoch=2",
                  "--batch_size=16", "--export=false", f"--model_dir={model_dir}"])
     folder = image_folder(tmp_path / "two_classes", np.random.default_rng(0))
-    wrong_model, noted, classes, folder_as_file = (
+    wrong_model, noted, classes, folder_as_weights = (
         run_in_process("sknet_keras.trainers.evaluate", args, capsys) for args in [
             [f"--model_dir={model_dir}", "--model=sknet26"],
             [f"--model_dir={model_dir}", "--image_sizes=40"],
@@ -231,9 +233,10 @@ def test_evaluate_takes_the_run_from_its_config_and_refuses_mismatches(tmp_path,
     assert "mini_sknet digits 40x40: top-1" in noted[1]
     assert classes[0] == 2
     assert "--num_classes: 10 classes, but image_folder has 2" in classes[2], classes[2]
-    assert folder_as_file[0] == 2
-    assert ("is a training run's folder, not a weights file: give its final.weights.h5, or "
-            "the folder as --model_dir") in folder_as_file[2].splitlines()[0]
+    # --weights=RUN means what it means in every command: the run's final weights, or (this
+    # run exported none) its newest checkpoint, with the run's settings, as --model_dir.
+    assert folder_as_weights[0] == 0, folder_as_weights[2]
+    assert "mini_sknet digits 32x32: top-1" in folder_as_weights[1], folder_as_weights[1]
     other = run_in_process("sknet_keras.trainers.train",
                            ["--model=sknet26", "--max_steps=1", f"--model_dir={model_dir}"],
                            capsys)
