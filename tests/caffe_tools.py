@@ -73,7 +73,7 @@ def _one(message, key, default=None):
 def _conv_params(p):
     return dict(num_output=_one(p, "num_output"), kernel=_one(p, "kernel_size"),
                 stride=_one(p, "stride", 1), pad=_one(p, "pad", 0), group=_one(p, "group", 1),
-                bias=_one(p, "bias_term", True))
+                bias=_one(p, "bias_term", True), dilation=_one(p, "dilation", 1))
 
 
 def _pool_params(p):
@@ -88,7 +88,15 @@ _PARAMS = {"Convolution": ("convolution_param", _conv_params),
                             lambda p: dict(num_output=_one(p, "num_output"))),
            "BatchNorm": ("batch_norm_param", lambda p: dict(eps=_one(p, "eps", 1e-5))),
            "Scale": ("scale_param", lambda p: dict(axis=_one(p, "axis", 1),
-                                                   bias_term=_one(p, "bias_term", False)))}
+                                                   bias_term=_one(p, "bias_term", False))),
+           # The SKNet release's layers (implus/SKNet's Caffe).
+           "CuDNNBatchNorm": ("batch_norm_param", lambda p: dict(eps=_one(p, "eps", 1e-5))),
+           "Reshape": ("reshape_param",
+                       lambda p: dict(dims=list(_one(p, "shape", {}).get("dim", [])))),
+           "Softmax": ("softmax_param", lambda p: dict(axis=_one(p, "axis", 1))),
+           "Slice": ("slice_param", lambda p: dict(axis=_one(p, "axis", 1),
+                                                   points=list(p.get("slice_point", [])))),
+           "Eltwise": ("eltwise_param", lambda p: dict(operation=_one(p, "operation", "SUM")))}
 
 
 def prototxt_layers(path):
@@ -100,8 +108,9 @@ def prototxt_layers(path):
         kind = _one(layer, "type")
         if kind == "Input":
             continue
+        tops = list(layer.get("top", []))
         entry = dict(name=_one(layer, "name"), type=kind, bottom=list(layer.get("bottom", [])),
-                     top=_one(layer, "top"))
+                     top=tops[0], tops=tops)
         if kind in _PARAMS:
             key, read = _PARAMS[kind]
             entry.update(read(_one(layer, key, {})))
@@ -113,7 +122,7 @@ def prototxt_layers(path):
 # Blobs.
 
 def _has_blobs(layer):
-    return layer["type"] in ("Convolution", "BatchNorm", "InnerProduct") or (
+    return layer["type"] in ("Convolution", "BatchNorm", "CuDNNBatchNorm", "InnerProduct") or (
         layer["type"] == "Scale" and len(layer["bottom"]) == 1)
 
 
@@ -136,6 +145,12 @@ def random_blobs(layers, in_channels, rng):
             mean = rng.normal(0, 0.3, (c_in,)).astype("float32")
             var = rng.uniform(0.5, 2.0, (c_in,)).astype("float32")
             blobs[name] = [mean * factor, var * factor, np.array([factor], "float32")]
+        elif kind == "CuDNNBatchNorm":  # [scale, bias, mean, variance]
+            low, high = (0.1, 0.3) if "increase" in name else (0.5, 1.5)
+            blobs[name] = [rng.uniform(low, high, (c_in,)).astype("float32"),
+                           rng.normal(0, 0.2, (c_in,)).astype("float32"),
+                           rng.normal(0, 0.3, (c_in,)).astype("float32"),
+                           rng.uniform(0.5, 2.0, (c_in,)).astype("float32")]
         elif kind == "Scale" and _has_blobs(layer):
             # Small residual-branch gains keep a deep random net's activations in range.
             low, high = (0.1, 0.3) if "increase" in name else (0.5, 1.5)
@@ -148,12 +163,17 @@ def random_blobs(layers, in_channels, rng):
             channels[layer["top"]] = o
         elif kind == "Concat":
             channels[layer["top"]] = sum(channels[b] for b in layer["bottom"])
+        elif kind == "Axpy":  # a · x + y: the channels of x
+            channels[layer["top"]] = channels[layer["bottom"][1]]
+        for top in layer.get("tops", [])[1:]:
+            channels[top] = channels[layer["top"]]
     return blobs
 
 
 def calibrate_batch_norms(layers, blobs, data, rng):
-    """Give each BatchNorm statistics near those of its input on `data` (jittered; the
-    stored factor kept), as a trained network has.
+    """Give each BatchNorm (Caffe's, or the SKNet release's CuDNNBatchNorm) statistics near
+    those of its input on `data` (jittered; the stored factor kept), as a trained network
+    has.
 
     With random statistics a deep net's activations drift to the hundreds, where the SE
     gates' sigmoids turn a 1e-7 rounding difference into 1e-3 at the logits; calibrated,
@@ -162,14 +182,21 @@ def calibrate_batch_norms(layers, blobs, data, rng):
     tensors = {"data": np.asarray(data, np.float64)}
     for layer in layers:
         bottoms = [tensors[n] for n in layer["bottom"]]
-        if layer["type"] == "BatchNorm":
-            x, factor = bottoms[0], blobs[layer["name"]][2]
+        if layer["type"] in ("BatchNorm", "CuDNNBatchNorm"):
+            x = bottoms[0]
             mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2)) + 1e-3
             mean = mean + 0.1 * np.sqrt(var) * rng.standard_normal(mean.shape)
             var = var * rng.uniform(0.8, 1.25, var.shape)
-            blobs[layer["name"]] = [(mean * factor[0]).astype("float32"),
-                                    (var * factor[0]).astype("float32"), factor]
-        tensors[layer["top"]] = _layer(layer, blobs.get(layer["name"]), bottoms)
+            b = blobs[layer["name"]]
+            if layer["type"] == "BatchNorm":
+                blobs[layer["name"]] = [(mean * b[2][0]).astype("float32"),
+                                        (var * b[2][0]).astype("float32"), b[2]]
+            else:  # [scale, bias, mean, variance]
+                blobs[layer["name"]] = b[:2] + [mean.astype("float32"), var.astype("float32")]
+        out = _layer(layer, blobs.get(layer["name"]), bottoms)
+        for top, value in zip(layer.get("tops", [layer["top"]]), out if isinstance(out, list)
+                              else [out]):
+            tensors[top] = value
     return blobs
 
 
@@ -218,12 +245,16 @@ def caffe_pool(x, pool, kernel, stride=1, pad=0):
 
 
 def _convolution(layer, b, x):
-    g, p, s = layer["group"], layer["pad"], layer["stride"]
+    g, p, s, d = layer["group"], layer["pad"], layer["stride"], layer.get("dilation", 1)
     w = b[0].astype(np.float64)
     per = w.shape[0] // g
-    xs = np.split(x, g, axis=-1)
-    ys = [tf.nn.conv2d(xs[i], np.transpose(w[i * per:(i + 1) * per], (2, 3, 1, 0)),
-                       s, [[0, 0], [p, p], [p, p], [0, 0]]).numpy() for i in range(g)]
+    xs = np.split(np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), g, axis=-1)
+    if s > 1 and d > 1:  # tf.nn.conv2d takes one of the two: dilate, then subsample
+        ys = [tf.nn.conv2d(xs[i], np.transpose(w[i * per:(i + 1) * per], (2, 3, 1, 0)), 1,
+                           "VALID", dilations=d).numpy()[:, ::s, ::s] for i in range(g)]
+    else:
+        ys = [tf.nn.conv2d(xs[i], np.transpose(w[i * per:(i + 1) * per], (2, 3, 1, 0)), s,
+                           "VALID", dilations=d).numpy() for i in range(g)]
     y = np.concatenate(ys, axis=-1)
     return y + b[1] if layer["bias"] else y
 
@@ -242,10 +273,35 @@ def _scale(layer, b, bottoms):
     return bottoms[0] * b[0] + b[1]
 
 
-def _reshape(x):
-    # The releases reshape a pooled (N, C, 1, 1) vector to (N, C) with `dim: 0 dim: 0`.
-    assert x.shape[1:3] == (1, 1), x.shape
-    return x.reshape(x.shape[0], x.shape[3])
+def _to_nchw(x):
+    return np.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def _from_nchw(x):
+    return np.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def _reshape(layer, x):
+    """Caffe's Reshape on the NCHW blob: `dim: 0` copies the input's axis, `-1` is inferred;
+    with no dims (the SENet releases' prototxt helpers) (N, C, 1, 1) → (N, C)."""
+    x = _to_nchw(x)
+    dims = layer.get("dims") or [0, 0]
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1]))
+        shape[shape.index(-1)] = x.size // known
+    return _from_nchw(x.reshape(shape))
+
+
+def _slice(layer, x):
+    """Caffe's Slice of the NCHW blob at `points` along `axis`: one array per top."""
+    return [_from_nchw(part) for part in np.split(_to_nchw(x), layer["points"], layer["axis"])]
+
+
+def _softmax(layer, x):
+    x = _to_nchw(x)
+    e = np.exp(x - x.max(axis=layer.get("axis", 1), keepdims=True))
+    return _from_nchw(e / e.sum(axis=layer.get("axis", 1), keepdims=True))
 
 
 def _layer(layer, b, bottoms):
@@ -257,8 +313,15 @@ def _layer(layer, b, bottoms):
         return (x - b[0] * f) / np.sqrt(b[1] * f + layer.get("eps", 1e-5))
     if kind == "Scale":
         return _scale(layer, b, bottoms)
+    if kind == "CuDNNBatchNorm":
+        return (x - b[2]) / np.sqrt(b[3] + layer.get("eps", 1e-5)) * b[0] + b[1]
     if kind == "Pooling":
         return _pooling(layer, x)
+    if kind == "Slice":
+        return _slice(layer, x)
+    if kind == "Eltwise":
+        assert layer.get("operation", "SUM") == "SUM", layer
+        return sum(bottoms)
     if kind == "InnerProduct":  # Caffe flattens (C, H, W)
         flat = np.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         return flat @ b[0].T.astype(np.float64) + b[1]
@@ -266,8 +329,9 @@ def _layer(layer, b, bottoms):
               "Sigmoid": lambda: 1 / (1 + np.exp(-np.clip(x, -60, 60))),
               "Concat": lambda: np.concatenate(bottoms, axis=-1),
               "Axpy": lambda: bottoms[0] * bottoms[1] + bottoms[2],
-              "Reshape": lambda: _reshape(x),
-              "Softmax": lambda: tf.nn.softmax(x).numpy()}
+              "Reshape": lambda: _reshape(layer, x),
+              "Softmax": lambda: _softmax(layer, x) if "axis" in layer else tf.nn.softmax(
+                  x).numpy()}
     if kind not in simple:
         raise AssertionError(kind)
     return simple[kind]()
@@ -281,5 +345,8 @@ def run_caffe_net(layers, blobs, data, output=None):
     tensors = {"data": np.asarray(data, np.float64)}
     for layer in layers[:last + 1]:
         bottoms = [tensors[n] for n in layer["bottom"]]
-        tensors[layer["top"]] = _layer(layer, blobs.get(layer["name"]), bottoms)
+        out = _layer(layer, blobs.get(layer["name"]), bottoms)
+        for top, value in zip(layer.get("tops", [layer["top"]]), out if isinstance(out, list)
+                              else [out]):
+            tensors[top] = value
     return tensors[output]

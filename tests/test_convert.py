@@ -15,6 +15,8 @@ from conftest import (DATA_DIR, MINI_RESNEXT, MINI_SERESNEXT, MINI_SKRESNET, MIN
 from sknet_keras import applications
 from sknet_keras.applications import build_model
 from sknet_keras.convert import convert
+from caffe_tools import (calibrate_batch_norms, prototxt_layers, random_blobs, run_caffe_net,
+                         write_release)
 from caffe_writer import write_caffemodel
 from sknet_keras.convert.caffe import caffe_mapping, read_caffemodel
 from sknet_keras.convert.common import INVERSE
@@ -128,6 +130,41 @@ def test_caffe_mapping_names_every_official_layer_with_its_shape(model_name, pro
         if num_output is not None and key.endswith("#0"):
             out_dim = shapes[path][-1]
             assert out_dim == num_output, (path, layer)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("model_name,prototxt", [("sknet50_caffe", "sknet50.prototxt"),
+                                                 ("sknet101_caffe", "sknet101.prototxt")])
+def test_the_official_prototxts_run_by_numpy_give_the_converted_models_logits(
+        model_name, prototxt, tmp_path, rng):
+    """Independent of the package's mapping: the official SKNet prototxts (implus/SKNet)
+    with random blobs of its own shapes, executed layer by layer with Caffe's semantics in
+    NumPy (`caffe_tools.run_caffe_net`: grouped and dilated convolutions, CuDNNBatchNorm,
+    the attention's Reshape / Softmax / Slice / Scale / Axpy), against the caffemodel of
+    those blobs converted by the package and run in Keras (SKNet-101: d=16 in conv3)."""
+    layers = [layer for layer in prototxt_layers(os.path.join(DATA_DIR, prototxt))
+              if layer["type"] not in ("SoftmaxWithLoss", "Accuracy")]
+    # Its 7×7 average pool is global at 224² (a 7×7 map), which the Keras model's global
+    # pool is at any size: global here, so that a small input runs.
+    pool = next(layer for layer in layers if layer["top"] == layers[-1]["bottom"][0])
+    assert (pool["pool"], pool["kernel"]) == ("AVE", 7), pool
+    pool["global_pooling"] = True
+    blobs = random_blobs(layers, 3, rng)
+    # Statistics of a trained network: activations stay O(1) through 33 units, where float32
+    # agrees with float64 to 1e-5 of the largest logit (random ones drift to the hundreds).
+    blobs = calibrate_batch_norms(layers, blobs, rng.uniform(-120, 120, (4, 65, 81, 3)), rng)
+    release = tmp_path / "release.caffemodel"
+    write_release(release, layers, blobs)
+    converted = tmp_path / f"{model_name}.h5"
+    convert("caffe", model_name, release, converted)
+    x = rng.uniform(-120, 120, (2, 65, 81, 3)).astype("float32")  # odd: ceil-mode pool
+    want = run_caffe_net(layers, blobs, x, output="classifier")
+    model = build_model(model_name, input_shape=x.shape[1:], classifier_activation=None,
+                        weights=str(converted))
+    got = model.predict(x, verbose=0)
+    assert np.abs(want[0] - want[1]).max() > 0.05 * np.abs(want).max()  # images differ
+    assert rel_err(got, want) < 1e-4, rel_err(got, want)
+    assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
 def test_caffe_release_converts_to_the_same_numbers_as_timm(tmp_path, rng):

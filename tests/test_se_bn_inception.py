@@ -62,7 +62,8 @@ def test_the_prototxt_parses_as_written():
     # Facts read off the file by eye.
     assert BY_NAME["conv1/7x7_s2"] == dict(
         name="conv1/7x7_s2", type="Convolution", bottom=["data"], top="conv1/7x7_s2",
-        num_output=64, kernel=7, stride=2, pad=3, group=1, bias=False)
+        tops=["conv1/7x7_s2"], num_output=64, kernel=7, stride=2, pad=3, group=1, bias=False,
+        dilation=1)
     assert BY_NAME["inception_5b/pool"]["pool"] == "MAX"
     assert (BY_NAME["inception_4e_1x1_down"]["num_output"], BY_NAME["inception_4e_1x1_down"]
             ["bias"]) == (66, True)
