@@ -131,3 +131,55 @@ def test_every_command_reads_the_run_alike(finished_run, tmp_path):
 def _caffe(x):
     """BGR minus the ImageNet BGR mean (Keras' caffe mode), written out."""
     return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+
+
+@pytest.mark.large
+def test_a_release_by_tag_reads_alike_in_export_hub_and_the_analysis(tmp_path, monkeypatch):
+    """`--weights=skresnet18.ra_in1k` (a release, here served on 127.0.0.1): the export's
+    serving model, the hub preset and the analysis all hold build_model's weights of it,
+    with the release's preprocessing."""
+    import hashlib
+
+    from sknet_keras import export, presets
+    from sknet_keras.analysis import loading
+    from sknet_keras.convert.timm import keras_to_timm
+    from test_weights import Server
+    from pth_writer import write_pth
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKNET_KERAS_WEIGHTS_DIR", raising=False)
+    keras.utils.set_random_seed(3)
+    release_model = build_model("skresnet18", input_shape=(64, 64, 3),
+                                classifier_activation=None)
+    _randomize(release_model)
+    payload_path = write_pth(str(tmp_path / "release.pth"),
+                             keras_to_timm(release_model, "skresnet18"), legacy=True)
+    payload = open(payload_path, "rb").read()
+    server = Server(payload)
+    key = "skresnet18.ra_in1k"
+    monkeypatch.setitem(presets.PRESETS, key, presets.Preset(**{
+        **presets.PRESETS[key].__dict__, "url": server.url,
+        "sha256": hashlib.sha256(payload).hexdigest()[:8]}))
+    source = export.resolve(weights=key, image_size=64)
+    assert (source.model, source.classes, source.normalization) == ("skresnet18", 1000, "torch")
+    x = export.check_images(64, 4, seed=2)  # RGB in [0, 255]
+    normalized = (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    want = np.asarray(release_model(normalized.astype("float32"), training=False))
+    try:
+        logits = np.asarray(export.serving_model(source)(x, training=False))  # downloads
+    finally:
+        server.close()  # converted and cached: read from the cache from here on
+    np.testing.assert_allclose(logits, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert np.abs(want[0] - want[1]).max() > 1e-2 * np.abs(want).max()  # images differ
+    model, prep, loaded = loading.load(None, key, image_size=64)
+    assert (loaded, prep.normalization, prep.interpolation) == (key, "torch", "bicubic")
+    features = keras.Model(release_model.inputs, release_model.get_layer("conv5_block2_out").output)
+    got, ref = (np.asarray(m(normalized.astype("float32"))) for m in (model, features))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    keras_hub = pytest.importorskip("keras_hub")
+    from sknet_keras.hub.__main__ import write_preset
+
+    write_preset(source, str(tmp_path / "preset"))
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(tmp_path / "preset"))
+    np.testing.assert_allclose(classifier.predict(x, verbose=0), logits, rtol=1e-4,
+                               atol=1e-4 * np.abs(logits).max())
