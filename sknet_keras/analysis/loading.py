@@ -9,6 +9,7 @@ resolution; what comes back is the model and the preprocessing its weights expec
 import dataclasses
 
 from sknet_keras.analysis.attention import sk_units
+from sknet_keras.applications import build_model
 from sknet_keras.registry import get_model_config
 from sknet_keras.trainers.model_source import resolve
 
@@ -29,11 +30,12 @@ def _build(source, size):
     if size < config.min_size:
         raise ValueError(f"--image_size must be >= {config.min_size} for {config.name}; "
                          f"got {size}")
-    model = source.build(include_top=False, input_shape=(size, size, 3))
-    if not sk_units(model):
+    # Checked on the network alone: weights are not fetched for a network with nothing to
+    # analyse.
+    if not sk_units(build_model(config, include_top=False, input_shape=(size, size, 3))):
         raise ValueError(f"--model={config.name} has no SK units (SelectiveKernel layers "
                          "exposing their attention): nothing to analyse")
-    return model, size
+    return source.build(include_top=False, input_shape=(size, size, 3)), size
 
 
 def from_source(source, image_size=None):
