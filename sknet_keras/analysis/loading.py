@@ -56,8 +56,7 @@ def from_run(model_dir, name=None, image_size=None):
     """(model, Preprocessing, what was loaded) of a trainer run, built and preprocessed as
     the run was (its config.json): its final weights, or its newest checkpoint before it
     has finished."""
-    source = resolve(name, model_dir, image_size)
-    return (*from_source(source, image_size), source.describe())
+    return load(name, model_dir, image_size)
 
 
 def load(name, weights, image_size=None):
